@@ -172,10 +172,9 @@ def _rigid_template_to_native(data: np.ndarray, affine: np.ndarray) -> np.ndarra
     """Rigid transform (4x4, RAS mm) taking template points to the native image's world."""
     import ants
 
-    # Reproducible registration: ANTs seeds its metric sampling from this setting and sums
-    # in a fixed order only single-threaded (ants.config.set_ants_deterministic does the same
-    # but also reseeds numpy's global generator, which is not ours to touch).
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    # Reproducible registration: ANTs seeds its metric sampling from this setting (and runs
+    # single-threaded, see bids_harmony/__init__.py). ants.config.set_ants_deterministic does
+    # the same but also reseeds numpy's global generator, which is not ours to touch.
     ants.config._random_seed = _REGISTRATION_SEED
     moving = _to_ants(*_world_aligned(data, affine, _REGISTRATION_MM))
     fixed = _to_ants(*_template_for_registration())
