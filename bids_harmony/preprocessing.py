@@ -12,6 +12,10 @@ the minimum and maximum are kept so that ``from_slices`` can undo every step.
 
 Slices with little foreground (below ``min_foreground`` of the slice area above an Otsu
 threshold of the whole grid) are marked invalid: they are not fed to the flow.
+
+Optionally (``brain_extraction``) the brain is extracted first with deepbet (its weights ship in
+its wheel), the rigid placement then uses the template's brain, and the mask is kept in the
+geometry; a model records the choice, so harmonization applies the same.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ class PreprocessingConfig:
     grid_centre_mm: tuple[float, float, float] = (0.0, -18.0, 8.0)  # template space
     placement: str = "rigid"  # "rigid" registration to the template, or "centre" of mass
     min_foreground: float = 0.03
+    brain_extraction: bool = False  # deepbet before slicing; the model then expects brains
 
     def __post_init__(self) -> None:
         if self.placement not in ("rigid", "centre"):
@@ -89,6 +94,7 @@ class SliceGeometry:
     slice_min: np.ndarray
     slice_max: np.ndarray
     native_header: nib.Nifti1Header | None = field(default=None, repr=False)
+    brain_mask: np.ndarray | None = field(default=None, repr=False)  # native grid, with extraction
 
     def placement(self) -> dict[str, Any]:
         """What a paired image reuses: the grid and the rigid placement."""
@@ -150,12 +156,30 @@ def _world_aligned(data: np.ndarray, affine: np.ndarray, spacing: float) -> tupl
     return resampled.astype(np.float32), target
 
 
-@lru_cache(maxsize=1)
-def _template_for_registration():
+@lru_cache(maxsize=2)
+def _template_for_registration(brain: bool):
+    """The template at registration resolution: with its head, or its brain only."""
     from .templates import template_file
 
     image = nib.load(str(template_file("T1w")))
-    return _world_aligned(np.asarray(image.dataobj, dtype=np.float32), image.affine, _REGISTRATION_MM)
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    if brain:
+        data = data * (np.asarray(nib.load(str(template_file("mask", desc="brain"))).dataobj) > 0.5)
+    return _world_aligned(data, image.affine, _REGISTRATION_MM)
+
+
+@lru_cache(maxsize=1)
+def _brain_extractor():
+    from deepbet import BrainExtraction
+
+    return BrainExtraction(no_gpu=True)
+
+
+def extract_brain(image: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """Brain mask (native grid, bool) from deepbet, whose weights ship in its wheel."""
+    native = nib.Nifti1Image(np.asarray(image.dataobj, dtype=np.float32).reshape(image.shape[:3]), image.affine)
+    _, mask, _ = _brain_extractor().run(native)
+    return np.asarray(mask.dataobj).reshape(image.shape[:3]) > 0
 
 
 def _to_ants(data: np.ndarray, affine: np.ndarray):
@@ -168,7 +192,7 @@ def _to_ants(data: np.ndarray, affine: np.ndarray):
     return ants.from_numpy(np.ascontiguousarray(data), origin=origin, spacing=spacing, direction=direction)
 
 
-def _rigid_template_to_native(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+def _rigid_template_to_native(data: np.ndarray, affine: np.ndarray, brain: bool = False) -> np.ndarray:
     """Rigid transform (4x4, RAS mm) taking template points to the native image's world."""
     import ants
 
@@ -177,7 +201,7 @@ def _rigid_template_to_native(data: np.ndarray, affine: np.ndarray) -> np.ndarra
     # the same but also reseeds numpy's global generator, which is not ours to touch.
     ants.config._random_seed = _REGISTRATION_SEED
     moving = _to_ants(*_world_aligned(data, affine, _REGISTRATION_MM))
-    fixed = _to_ants(*_template_for_registration())
+    fixed = _to_ants(*_template_for_registration(brain))
     result = ants.registration(fixed, moving, type_of_transform="Rigid")
     transform = ants.read_transform(result["fwdtransforms"][0])
     matrix = np.asarray(transform.parameters[:9], dtype=np.float64).reshape(3, 3)
@@ -218,13 +242,16 @@ def to_slices(
     exactly the same grid (its own intensities are normalised anew).
     """
     image, data, _ = load_t1w(image)
+    config = geometry.config if geometry is not None else _config_of(config)
+    brain_mask = None
+    if config.brain_extraction:
+        brain_mask = extract_brain(image)
+        data = data * brain_mask
     if geometry is not None:
-        config = geometry.config
         template_to_native = geometry.template_to_native
     else:
-        config = _config_of(config)
         if config.placement == "rigid":
-            template_to_native = _rigid_template_to_native(data, image.affine)
+            template_to_native = _rigid_template_to_native(data, image.affine, config.brain_extraction)
         else:
             template_to_native = _centre_template_to_native(data, image.affine, config)
     voxel_map = np.linalg.inv(image.affine) @ template_to_native @ config.grid_affine
@@ -248,6 +275,7 @@ def to_slices(
         slice_min=lows.astype(np.float64),
         slice_max=highs.astype(np.float64),
         native_header=header,
+        brain_mask=brain_mask,
     )
 
 

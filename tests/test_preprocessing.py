@@ -107,3 +107,19 @@ def test_bad_input_is_refused_naming_the_file(tmp_path, make, message):
     with pytest.raises(InputError, match=message) as error:
         to_slices(path, CONFIG)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_optional_brain_extraction_keeps_the_mask(source_scan, multiscanner_dataset):
+    config = PreprocessingConfig(brain_extraction=True)
+    slices, geometry = to_slices(source_scan[0], config)
+    truth = np.asarray(nib.load(str(multiscanner_dataset / "derivatives" / "groundtruth" / "sub-03" / "anat"
+                                    / "sub-03_dseg.nii.gz")).dataobj)
+    brain = (truth >= 1) & (truth <= 3)
+    mask = geometry.brain_mask
+    assert mask.shape == brain.shape
+    assert 2 * np.sum(mask & brain) / (mask.sum() + brain.sum()) > 0.8
+    _, with_head = to_slices(source_scan[0], CONFIG)
+    assert geometry.valid.sum() < with_head.valid.sum()  # no scalp above the vertex, no face
+    # outside the brain the slices are empty: the flow sees brains only
+    restored = from_slices(slices, geometry).get_fdata()
+    assert np.abs(restored[~ndimage.binary_dilation(mask, iterations=2)]).max() < 1e-3 * restored.max()

@@ -23,3 +23,16 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def resolve_device(choice: str) -> "torch.device":
+    """``auto``: CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    import torch
+
+    from ..errors import InputError
+
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return torch.device(choice)

@@ -1,4 +1,4 @@
-"""The BlindHarmony flow model: architecture, presets and the flow's input convention."""
+"""The BlindHarmony flow model: architecture, presets, input convention and model files."""
 from .architecture import (
     PRESETS,
     FlowConfig,
@@ -8,13 +8,18 @@ from .architecture import (
     from_flow_output,
     to_flow_input,
 )
+from .file import HarmonyModel, bundled_model_path, load_model, save_model
 
 __all__ = [
     "PRESETS",
     "FlowConfig",
+    "HarmonyModel",
     "bits_per_dim",
     "build_flow",
+    "bundled_model_path",
     "count_parameters",
     "from_flow_output",
+    "load_model",
+    "save_model",
     "to_flow_input",
 ]

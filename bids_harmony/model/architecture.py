@@ -41,6 +41,8 @@ from nflows.nn.nets import ConvResidualNet
 from nflows.utils import torchutils
 from torch import nn
 
+from .spline import RationalQuadraticCoupling
+
 __all__ = [
     "PRESETS",
     "FlowConfig",
@@ -116,24 +118,84 @@ class FlowConfig:
 PRESETS: dict[str, FlowConfig] = {
     # The authors' network: 14,486,534 trainable parameters at 1 x 144 x 176.
     "paper": FlowConfig(),
-    # For CPU training (demo model, tests): 493,700 parameters at 1 x 144 x 176; 3 levels keep
-    # 144 x 176 valid. Forward + backward of 16 such slices takes about 6 s on 2 CPU cores,
-    # about half of it outside the coupling nets' convolutions (nflows' spline and indexing
-    # code), a cost that grows with the number of steps, not with the hidden channels.
-    "small": FlowConfig(levels=3, steps_per_level=4, hidden_channels=32, num_res_blocks=2),
+    # For 2 CPU cores (demo model, tests): the paper's 4 levels (their coarse scales cost little
+    # and give the coupling networks the whole head in view), 3 steps per level, narrow coupling
+    # networks; 186,382 parameters at 1 x 144 x 176. About 13-15 slices/s for training
+    # (forward + backward + Adam) and about 40 slices/s per pass without gradients on 2 cores
+    # (benchmarks/bench_flow.py), so the demo trains in under 45 minutes.
+    "small": FlowConfig(levels=4, steps_per_level=3, hidden_channels=24, num_res_blocks=1),
 }
 
 
+def _channel_matmul(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``weight @ x + bias`` over the channels of an (N, C, H, W) batch (a 1x1 convolution with
+    an (O, C) ``weight``), in one batched GEMM on the (N, C, H*W) view: on CPU two to four times
+    faster than ``conv2d`` for the few channels here (forward and backward), with no permute to
+    (N*H*W, C) and back, and a contiguous result."""
+    n, c, h, w = inputs.shape
+    out_channels = weight.shape[0]
+    outputs = torch.baddbmm(
+        bias.view(1, out_channels, 1).expand(n, out_channels, h * w),
+        weight.expand(n, out_channels, c),
+        inputs.reshape(n, c, h * w),
+    )
+    return outputs.view(n, out_channels, h, w)
+
+
 class LUOneByOneConvolution(transforms.OneByOneConvolution):
-    """nflows' LU 1x1 convolution with its inverse on ``torch.linalg.solve_triangular``.
+    """nflows' LU 1x1 convolution, computed faster, with its inverse on ``torch.linalg``.
+
+    Same parameters, buffers and state-dict keys as ``nflows.transforms.OneByOneConvolution``
+    (weights load either way) and the same function: a fixed channel permutation, then
+    ``W = L U`` (unit lower / upper triangular with softplus diagonal) and the bias. nflows
+    applies the permutation (a copy), permutes the batch to (N*H*W, C), multiplies by U and L
+    separately and hands back a permuted view; here the permutation is folded into the columns
+    of ``L U`` (rows of ``(L U)^-1`` for the inverse) and applied in one batched GEMM on the
+    (N, C, H*W) view. The log-determinant is ``H * W * sum(log diag U)`` instead of a sum over
+    H * W copies of it.
 
     nflows 0.14 inverts with ``torch.triangular_solve`` (``LULinear.inverse_no_cache`` and
-    ``LULinear.weight_inverse``), which torch deprecates with a warning and will remove.
-    Same parameters and state-dict keys as the original, so weights load either way.
+    ``LULinear.weight_inverse``), which torch deprecates with a warning and will remove; both
+    use ``torch.linalg.solve_triangular`` here. The cache of ``use_cache()`` (eval mode) holds
+    ``L U`` and its inverse, as in nflows.
     """
 
+    def _weight_and_logabsdet(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training and self.using_cache:
+            self._check_forward_cache()
+            return self.cache.weight, self.cache.logabsdet
+        lower, upper = self._create_lower_upper()
+        return lower @ upper, self.logabsdet()
+
+    def _inverse_weight_and_logabsdet(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training and self.using_cache:
+            self._check_inverse_cache()
+            return self.cache.inverse, self.cache.logabsdet
+        return self.weight_inverse(), self.logabsdet()
+
+    def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if inputs.dim() != 4:
+            raise ValueError("Inputs must be a 4D tensor.")
+        n, _, h, w = inputs.shape
+        weight, logabsdet = self._weight_and_logabsdet()
+        # nflows permutes the channels first: x_p[:, i] = x[:, perm[i]], so W x_p = W[:, perm^-1] x.
+        weight = weight.index_select(1, self.permutation._inverse_permutation)
+        outputs = _channel_matmul(inputs, weight, self.bias)
+        return outputs, (h * w) * logabsdet * inputs.new_ones(n)
+
+    def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if inputs.dim() != 4:
+            raise ValueError("Inputs must be a 4D tensor.")
+        n, _, h, w = inputs.shape
+        inverse_weight, logabsdet = self._inverse_weight_and_logabsdet()
+        # x = P^-1 W^-1 (y - b): the inverse permutation picks the rows of W^-1.
+        inverse_weight = inverse_weight.index_select(0, self.permutation._inverse_permutation)
+        outputs = _channel_matmul(inputs, inverse_weight, -(inverse_weight @ self.bias))
+        return outputs, -(h * w) * logabsdet * inputs.new_ones(n)
+
     def inverse_no_cache(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # forward is y = x U^T L^T + b, so x = (y - b) L^-T U^-T: two right-hand solves.
+        # On (N*H*W, C) rows, as nflows' LULinear: forward is y = x U^T L^T + b, so
+        # x = (y - b) L^-T U^-T: two right-hand solves.
         lower, upper = self._create_lower_upper()
         outputs = torch.linalg.solve_triangular(
             lower.t(), inputs - self.bias, upper=True, left=False, unitriangular=True
@@ -143,7 +205,7 @@ class LUOneByOneConvolution(transforms.OneByOneConvolution):
         return outputs, logabsdet
 
     def weight_inverse(self) -> torch.Tensor:
-        # Used by the cached inverse (``use_cache()`` in eval mode): W^-1 = U^-1 L^-1.
+        # W^-1 = U^-1 L^-1 (also what the cached inverse of ``use_cache()`` holds).
         lower, upper = self._create_lower_upper()
         identity = torch.eye(self.features, dtype=lower.dtype, device=lower.device)
         lower_inverse = torch.linalg.solve_triangular(
@@ -152,9 +214,60 @@ class LUOneByOneConvolution(transforms.OneByOneConvolution):
         return torch.linalg.solve_triangular(upper, lower_inverse, upper=True)
 
 
-def _coupling(num_channels: int, config: FlowConfig) -> transforms.Transform:
+class _ReferenceLUOneByOneConvolution(LUOneByOneConvolution):
+    """nflows' own computation (permutation, (N*H*W, C) rows, U then L), with the torch.linalg
+    inverse: the reference that ``build_flow(..., reference=True)`` uses."""
+
+    forward = transforms.OneByOneConvolution.forward
+    inverse = transforms.OneByOneConvolution.inverse
+
+
+class ActNorm(transforms.ActNorm):
+    """nflows' ActNorm (same parameters, buffer and data-dependent initialisation) with the
+    per-channel affine map of an image batch in one fused ``addcmul`` each way."""
+
+    def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if inputs.dim() != 4:
+            return super().forward(inputs, context)
+        if self.training and not self.initialized:
+            self._initialize(inputs)
+        n, c, h, w = inputs.shape
+        outputs = torch.addcmul(self.shift.view(1, c, 1, 1), inputs, self.scale.view(1, c, 1, 1))
+        return outputs, h * w * torch.sum(self.log_scale) * inputs.new_ones(n)
+
+    def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if inputs.dim() != 4:
+            return super().inverse(inputs, context)
+        n, c, h, w = inputs.shape
+        inverse_scale = torch.exp(-self.log_scale)
+        outputs = torch.addcmul(
+            (-self.shift * inverse_scale).view(1, c, 1, 1), inputs, inverse_scale.view(1, c, 1, 1)
+        )
+        return outputs, -h * w * torch.sum(self.log_scale) * inputs.new_ones(n)
+
+
+class _ConvResidualNet(ConvResidualNet):
+    """nflows' ``ConvResidualNet`` (same modules, parameters and state-dict keys) with its 1x1
+    input and output convolutions computed as batched GEMMs (:func:`_channel_matmul`) instead of
+    ``conv2d``: the same function, and on CPU a good part of the network's time, since the output
+    layer writes the 3K - 1 spline parameters of every transformed channel at full resolution."""
+
+    def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if context is not None or inputs.dim() != 4:
+            return super().forward(inputs, context)
+        temps = _conv1x1(inputs, self.initial_layer)
+        for block in self.blocks:
+            temps = block(temps, context)
+        return _conv1x1(temps, self.final_layer)
+
+
+def _conv1x1(inputs: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
+    return _channel_matmul(inputs, layer.weight.flatten(1), layer.bias)
+
+
+def _coupling(num_channels: int, config: FlowConfig, reference: bool) -> transforms.Transform:
     def create_net(in_channels: int, out_channels: int) -> nn.Module:
-        return ConvResidualNet(
+        return (ConvResidualNet if reference else _ConvResidualNet)(
             in_channels=in_channels,
             out_channels=out_channels,
             hidden_channels=config.hidden_channels,
@@ -164,7 +277,9 @@ def _coupling(num_channels: int, config: FlowConfig) -> transforms.Transform:
             dropout_probability=config.dropout,
         )
 
-    return transforms.PiecewiseRationalQuadraticCouplingTransform(
+    coupling = (transforms.PiecewiseRationalQuadraticCouplingTransform if reference
+                else RationalQuadraticCoupling)
+    return coupling(
         mask=torchutils.create_mid_split_binary_mask(num_channels),
         transform_net_create_fn=create_net,
         num_bins=config.num_bins,
@@ -177,12 +292,16 @@ def _coupling(num_channels: int, config: FlowConfig) -> transforms.Transform:
     )
 
 
-def _step(num_channels: int, config: FlowConfig) -> transforms.Transform:
+def _step(num_channels: int, config: FlowConfig, reference: bool) -> transforms.Transform:
     return transforms.CompositeTransform([
-        transforms.ActNorm(num_channels),
-        LUOneByOneConvolution(num_channels),
-        _coupling(num_channels, config),
+        (transforms.ActNorm if reference else ActNorm)(num_channels),
+        _one_by_one(num_channels, reference),
+        _coupling(num_channels, config, reference),
     ])
+
+
+def _one_by_one(num_channels: int, reference: bool) -> LUOneByOneConvolution:
+    return (_ReferenceLUOneByOneConvolution if reference else LUOneByOneConvolution)(num_channels)
 
 
 def _resolve_config(preset_or_config: str | FlowConfig | Mapping[str, Any]) -> FlowConfig:
@@ -217,11 +336,20 @@ def _validate_shape(shape: Any, levels: int) -> Shape:
 def build_flow(
     preset_or_config: str | FlowConfig | Mapping[str, Any] = "paper",
     shape: Shape = DEFAULT_SHAPE,
+    *,
+    reference: bool = False,
 ) -> flows.Flow:
     """Build an untrained flow over images of ``shape`` = (C, H, W) in [-0.5, 0.5].
 
     ``preset_or_config`` is a key of :data:`PRESETS`, a :class:`FlowConfig`, or its dict form
     (as stored in a model file). ``flow.log_prob`` takes a (N, C, H, W) batch.
+
+    The flow is built from nflows' transforms with faster drop-in subclasses for the spline
+    coupling (:class:`~bids_harmony.model.spline.RationalQuadraticCoupling`), the LU 1x1
+    convolution and ActNorm: same parameters, state-dict keys and function (up to float32
+    round-off). ``reference=True`` builds the same network from nflows' own code instead (the
+    spline and 1x1 convolution as nflows computes them; only the deprecated triangular solves
+    replaced), for tests and benchmarks; weights load from one into the other.
     """
     config = _resolve_config(preset_or_config)
     c, h, w = _validate_shape(shape, config.levels)
@@ -233,8 +361,8 @@ def build_flow(
         c, h, w = squeeze.get_output_shape(c, h, w)
         level = transforms.CompositeTransform(
             [squeeze]
-            + [_step(c, config) for _ in range(config.steps_per_level)]
-            + [LUOneByOneConvolution(c)]
+            + [_step(c, config, reference) for _ in range(config.steps_per_level)]
+            + [_one_by_one(c, reference)]
         )
         next_shape = multiscale.add_transform(level, (c, h, w))
         if next_shape is not None:
@@ -253,20 +381,24 @@ def to_flow_input(
     num_bits: int = 12,
     dequantize: bool = False,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Map [0, 1] slices to the flow's [-0.5, 0.5] domain ("glow" scaling of ``num_bits`` data).
 
     A slice value v stands for the level q = v * (2**num_bits - 1). With ``dequantize`` (for
     training) q is rounded and uniform noise in [0, 1) added, as in Glow / NSF; without it
     (for harmonization) the mid-point q + 1/2 is used, which keeps the map affine and
-    differentiable. Either way the result is (q + u) / 2**num_bits - 0.5.
+    differentiable. Either way the result is (q + u) / 2**num_bits - 0.5. ``noise`` (uniform in
+    [0, 1), the shape of ``slices``) replaces the draw, so that several processes can share one
+    draw for a whole batch.
     """
     bins = 2 ** num_bits
     levels = slices.clamp(0.0, 1.0) * (bins - 1)
     if dequantize:
-        noise = torch.rand(
-            levels.shape, generator=generator, dtype=levels.dtype, device=levels.device
-        )
+        if noise is None:
+            noise = torch.rand(
+                levels.shape, generator=generator, dtype=levels.dtype, device=levels.device
+            )
         levels = torch.round(levels) + noise
     else:
         levels = levels + 0.5

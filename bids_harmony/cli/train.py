@@ -1,0 +1,267 @@
+"""``bids_harmony-train``: train the target-scanner flow on a BIDS dataset.
+
+Run it directly, or under ``torchrun --nproc_per_node N`` for several GPUs (or CPU processes
+with gloo): the selection and preprocessing happen once, on the first process.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..__about__ import __version__
+from ..bids.selection import (
+    SelectedImage,
+    open_layout,
+    parse_metadata_filters,
+    read_bids_filters,
+    scanner_summary,
+    select_t1w,
+)
+from ..bids.validation import validate_bids
+from ..errors import BidsError, InputError
+from ..model import PRESETS, build_flow
+from ..model.file import HarmonyModel, save_model
+from ..preprocessing import PreprocessingConfig
+from ..slice_cache import SliceStore, build_cache
+from ..training import (
+    LOG,
+    TrainingSettings,
+    gaussian_baseline_bits_per_dim,
+    save_samples_figure,
+    train_flow,
+    validation_rows,
+)
+from .common import add_version, resolve_device, run_cli
+
+# (steps, batch size) by preset: the authors' schedule for ``paper``; for ``small``, what trains
+# in under 45 minutes on 2 CPU cores.
+PRESET_SCHEDULES = {"paper": (20_000, 256), "small": (1_000, 32)}
+QUANTILES = np.linspace(0.0, 1.0, 101)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bids_harmony-train",
+        description="Train the BlindHarmony flow on the T1w images of one target scanner, chosen "
+        "from a BIDS dataset by metadata and BIDS filters.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", help="the BIDS dataset")
+    parser.add_argument("model_out", help="model file to write (e.g. trio.pt); samples and the "
+                        "training log are written beside it")
+    selection = parser.add_argument_group("selecting the target scanner's images")
+    selection.add_argument("--target", action="append", metavar="KEY=VALUE", default=[],
+                           help="keep images whose sidecar has this value (repeatable), e.g. "
+                           "ManufacturersModelName=TrioTim, MagneticFieldStrength=3, StationName=TRIO-A")
+    selection.add_argument("--participant-label", nargs="+", metavar="LABEL",
+                           help="subjects to use (with or without sub-)")
+    selection.add_argument("--session-label", nargs="+", metavar="LABEL", help="sessions to use")
+    selection.add_argument("--bids-filter-file", metavar="FILE",
+                           help="fMRIPrep-style JSON filters; its \"t1w\" entry is applied")
+    selection.add_argument("--allow-mixed-scanners", action="store_true",
+                           help="train even if the selection spans several scanners")
+    selection.add_argument("--skip-bids-validation", action="store_true",
+                           help="do not run the BIDS validator first")
+    selection.add_argument("--brain-extraction", action="store_true",
+                           help="extract the brain (deepbet) before slicing; harmonization with the "
+                           "model then does the same")
+    training = parser.add_argument_group("training")
+    training.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="flow architecture")
+    training.add_argument("--steps", type=int, default=None,
+                          help="optimisation steps (default by preset, as (steps, batch size): "
+                          f"{PRESET_SCHEDULES})")
+    training.add_argument("--batch-size", type=int, default=None,
+                          help="slices per step, all processes together (default by preset)")
+    training.add_argument("--learning-rate", type=float, default=5e-4, help="Adam, cosine-annealed to 0")
+    training.add_argument("--validation-fraction", type=float, default=0.1,
+                          help="share of subjects held out for validation bits/dim (at least one)")
+    training.add_argument("--validation-every", type=int, default=500, help="steps between validations")
+    training.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    training.add_argument("--seed", type=int, default=0, help="random seed")
+    training.add_argument("--resume", action="store_true", help="continue from the work dir's checkpoint")
+    training.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                          help="stop at this step with a checkpoint (wall-time-limited jobs); continue "
+                          "later with --resume")
+    resources = parser.add_argument_group("resources")
+    resources.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    resources.add_argument("--nprocs", type=int, default=1, help="workers for preprocessing")
+    resources.add_argument("-w", "--work-dir", default="work", help="slice cache and checkpoints")
+    resources.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    add_version(parser)
+    return parser
+
+
+def _split_subjects(images: list[SelectedImage], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    subjects = sorted({image.subject for image in images})
+    if len(subjects) < 2:
+        raise InputError(f"only {len(subjects)} subject selected: training needs at least 2 "
+                         "(one is held out for validation)")
+    order = np.random.Generator(np.random.PCG64(seed)).permutation(len(subjects))
+    held_out = max(1, int(round(fraction * len(subjects))))
+    validation = sorted(subjects[index] for index in order[:held_out])
+    return sorted(set(subjects) - set(validation)), validation
+
+
+def _print_selection(images: list[SelectedImage], train: list[str], validation: list[str]) -> None:
+    print(f"selected {len(images)} T1w image(s) of {len(train) + len(validation)} subject(s): "
+          f"{len(train)} for training, {len(validation)} for validation ({', '.join('sub-' + s for s in validation)})")
+    for scanner in scanner_summary(images):
+        described = ", ".join(f"{key}={value}" for key, value in scanner.items() if key != "images")
+        print(f"  scanner: {described}: {scanner['images']} image(s)")
+
+
+def _fingerprint(images: list[SelectedImage]) -> str:
+    digest = hashlib.sha256()
+    for image in images:
+        stat = image.path.stat()
+        digest.update(f"{image.path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _init_distributed(device_choice: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_choice)
+    if world > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)
+            device = torch.device("cuda", local_rank)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return dist.get_rank(), dist.get_world_size(), device
+    return 0, 1, device
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    model_out = Path(args.model_out)
+    if model_out.exists() and not (args.overwrite or args.resume):
+        raise InputError(f"{model_out}: model file exists (use --overwrite)")
+    for name in ("steps", "batch_size", "validation_every", "checkpoint_every", "nprocs", "stop_after"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+    if not 0.0 < args.validation_fraction < 1.0:
+        raise InputError("--validation-fraction must be between 0 and 1")
+    rank, world, device = _init_distributed(args.device)
+    try:
+        return _train(args, model_out, rank, world, device)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -> int:
+    started = time.perf_counter()
+    bids_dir = Path(args.bids_dir)
+    layout = open_layout(bids_dir)
+    if not args.skip_bids_validation and rank == 0:
+        validate_bids(bids_dir)
+    bids_filters = read_bids_filters(args.bids_filter_file)
+    metadata_filters = parse_metadata_filters(args.target)
+    images = select_t1w(layout, args.participant_label, args.session_label, bids_filters, metadata_filters)
+    if not images:
+        raise BidsError(f"{bids_dir}: no T1w image matches the selection "
+                        f"(filters: {metadata_filters or 'none'}, {bids_filters or 'no filter file'})")
+    scanners = scanner_summary(images)
+    if len(scanners) > 1 and not args.allow_mixed_scanners:
+        listing = "; ".join(f"{s['ManufacturersModelName']} {s['StationName'] or s['DeviceSerialNumber']}"
+                            f" ({s['images']})" for s in scanners)
+        raise BidsError(f"{bids_dir}: the selection mixes {len(scanners)} scanners ({listing}); "
+                        "narrow it with --target KEY=VALUE or pass --allow-mixed-scanners")
+    train_subjects, validation_subjects = _split_subjects(images, args.validation_fraction, args.seed)
+    preset = PRESETS[args.preset]
+    preprocessing = PreprocessingConfig(brain_extraction=args.brain_extraction)
+    work_dir = Path(args.work_dir)
+    if rank == 0:
+        _print_selection(images, train_subjects, validation_subjects)
+        build_cache([image.path for image in images], preprocessing, work_dir / "slices", args.nprocs)
+    if world > 1:
+        dist.barrier()
+    entries = build_cache([image.path for image in images], preprocessing, work_dir / "slices", progress=False)
+    by_path = {entry.source: entry for entry in entries}
+    stores = {
+        name: SliceStore([by_path[image.path] for image in images if image.subject in subjects],
+                         preprocessing.slice_shape)
+        for name, subjects in (("train", train_subjects), ("validation", validation_subjects))
+    }
+    if rank == 0:
+        print(f"slices: {len(stores['train'])} for training, {len(stores['validation'])} for validation; "
+              f"preset {args.preset}, device {device}, {world} process(es)")
+    default_steps, default_batch_size = PRESET_SCHEDULES[args.preset]
+    settings = TrainingSettings(
+        steps=args.steps or default_steps, batch_size=args.batch_size or default_batch_size,
+        learning_rate=args.learning_rate, validation_every=args.validation_every,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, num_bits=preset.num_bits,
+    )
+    torch.manual_seed(args.seed)
+    shape = (1,) + preprocessing.slice_shape
+    flow = build_flow(preset, shape)
+    run_dir = work_dir / f"train-{model_out.stem}"
+    history = train_flow(flow, stores["train"], stores["validation"], settings, run_dir, device,
+                         resume=args.resume, stop_after=args.stop_after)
+    if rank != 0:
+        return 0
+    if args.stop_after is not None and args.stop_after < settings.steps:
+        print(f"stopped at step {min(args.stop_after, settings.steps)} of {settings.steps}; checkpoint in "
+              f"{run_dir}; continue with the same command and --resume")
+        return 0
+
+    # slices per second of the optimisation loop, periodic validations included
+    throughput = settings.steps * settings.batch_size / max(history[-1]["seconds"], 1e-9)
+    rows = validation_rows(stores["validation"], settings.validation_slices)
+    baseline = gaussian_baseline_bits_per_dim(stores["train"], stores["validation"], rows, settings.num_bits)
+    mean_slices, quantiles = stores["train"].position_statistics(preprocessing.n_positions, QUANTILES)
+    model = HarmonyModel(
+        flow=flow.cpu().eval(), flow_config=preset, shape=shape, preprocessing=preprocessing,
+        mean_slices=mean_slices, quantiles=quantiles,
+        target={
+            "dataset": str(bids_dir.resolve()),
+            "dataset_name": layout.get_dataset_description().get("Name"),
+            "metadata_filters": metadata_filters, "bids_filters": bids_filters,
+            "participant_labels": args.participant_label, "session_labels": args.session_label,
+            "scanners": scanners, "training_subjects": train_subjects,
+            "validation_subjects": validation_subjects,
+        },
+        training={
+            "preset": args.preset, "steps": settings.steps, "batch_size": settings.batch_size,
+            "learning_rate": settings.learning_rate, "seed": settings.seed,
+            "training_slices": len(stores["train"]), "validation_slices": len(stores["validation"]),
+            "validation_bpd": history[-1]["val_bpd"], "train_bpd": history[-1]["train_bpd"],
+            "gaussian_baseline_validation_bpd": round(baseline, 5),
+            "data_fingerprint": _fingerprint(images), "device": str(device), "processes": world,
+            "seconds": round(time.perf_counter() - started, 1),
+            "training_slices_per_second": round(throughput, 2),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["bids_harmony-train"] + sys.argv[1:]),
+            "versions": {"bids_harmony": __version__, "torch": torch.__version__,
+                         "nflows": "0.14", "python": platform.python_version()},
+        },
+    )
+    sha256 = save_model(model, model_out)
+    stem = model_out.with_suffix("")
+    save_samples_figure(model.flow, f"{stem}_samples.png")
+    shutil.copyfile(run_dir / LOG, f"{stem}_training.csv")
+    print(json.dumps({"model": str(model_out), "sha256": sha256, "validation_bpd": history[-1]["val_bpd"],
+                      "gaussian_baseline_bpd": round(baseline, 5), "steps": settings.steps,
+                      "training_slices_per_second": round(throughput, 2)}, indent=1))
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()
