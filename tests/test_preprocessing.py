@@ -120,6 +120,6 @@ def test_optional_brain_extraction_keeps_the_mask(source_scan, multiscanner_data
     assert 2 * np.sum(mask & brain) / (mask.sum() + brain.sum()) > 0.8
     _, with_head = to_slices(source_scan[0], CONFIG)
     assert geometry.valid.sum() < with_head.valid.sum()  # no scalp above the vertex, no face
-    # outside the brain the slices are empty: the flow sees brains only
+    # outside the brain (beyond the reach of the two trilinear resamplings) the slices are empty
     restored = from_slices(slices, geometry).get_fdata()
-    assert np.abs(restored[~ndimage.binary_dilation(mask, iterations=2)]).max() < 1e-3 * restored.max()
+    assert np.abs(restored[~ndimage.binary_dilation(mask, iterations=3)]).max() < 1e-3 * restored.max()
