@@ -184,12 +184,14 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
     preset = PRESETS[args.preset]
     preprocessing = PreprocessingConfig(brain_extraction=args.brain_extraction)
     work_dir = Path(args.work_dir)
-    if rank == 0:
+    sources = [image.path for image in images]
+    if rank == 0:  # builds the cache; the other processes wait, then open what it wrote
         _print_selection(images, train_subjects, validation_subjects)
-        build_cache([image.path for image in images], preprocessing, work_dir / "slices", args.nprocs)
+        entries = build_cache(sources, preprocessing, work_dir / "slices", args.nprocs)
     if world > 1:
         dist.barrier()
-    entries = build_cache([image.path for image in images], preprocessing, work_dir / "slices", progress=False)
+    if rank != 0:
+        entries = build_cache(sources, preprocessing, work_dir / "slices", progress=False)
     by_path = {entry.source: entry for entry in entries}
     stores = {
         name: SliceStore([by_path[image.path] for image in images if image.subject in subjects],
