@@ -47,6 +47,7 @@ setup(
             "bids_harmony=bids_harmony.cli.run:cli",
             "bids_harmony-simulate=bids_harmony.cli.simulate:cli",
             "bids_harmony-train=bids_harmony.cli.train:cli",
+            "bids_harmony-bench=bids_harmony.cli.bench:cli",
         ]
     },
 )

@@ -232,6 +232,35 @@ def _resample(data: np.ndarray, voxel_map: np.ndarray, shape: tuple[int, ...]) -
     ).astype(np.float32)
 
 
+def _native_to_grid(data: np.ndarray, affine: np.ndarray, template_to_native: np.ndarray,
+                    config: PreprocessingConfig) -> np.ndarray:
+    voxel_map = np.linalg.inv(affine) @ template_to_native @ config.grid_affine
+    return _resample(data, voxel_map, config.grid_shape)
+
+
+def mask_to_slices(mask: np.ndarray, affine: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
+    """A binary mask of the same head (e.g. the brain) on ``geometry``'s slices: (n, H, W) bool.
+
+    Resampled like the image, then thresholded at one half.
+    """
+    grid = _native_to_grid(np.asarray(mask, dtype=np.float32), affine, geometry.template_to_native,
+                           geometry.config)
+    return np.moveaxis(grid, 2, 0) > 0.5
+
+
+def minmax_slices(slices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-slice min-max to [0, 1] of (n, H, W) slices, with each slice's minimum and maximum.
+
+    A constant slice maps to 0 (its span is taken as 1).
+    """
+    slices = np.asarray(slices)
+    lows = slices.reshape(slices.shape[0], -1).min(1)
+    highs = slices.reshape(slices.shape[0], -1).max(1)
+    spans = np.where(highs > lows, highs - lows, 1.0)
+    normalised = (slices - lows[:, None, None]) / spans[:, None, None]
+    return normalised.astype(np.float32), lows, highs
+
+
 def to_slices(
     image: ImageLike, config: Any, geometry: SliceGeometry | None = None
 ) -> tuple[np.ndarray, SliceGeometry]:
@@ -254,18 +283,13 @@ def to_slices(
             template_to_native = _rigid_template_to_native(data, image.affine, config.brain_extraction)
         else:
             template_to_native = _centre_template_to_native(data, image.affine, config)
-    voxel_map = np.linalg.inv(image.affine) @ template_to_native @ config.grid_affine
-    grid = _resample(data, voxel_map, config.grid_shape)
-    slices = np.moveaxis(grid, 2, 0)  # (positions, H, W)
-    lows = slices.reshape(slices.shape[0], -1).min(1)
-    highs = slices.reshape(slices.shape[0], -1).max(1)
-    spans = np.where(highs > lows, highs - lows, 1.0)
-    normalised = (slices - lows[:, None, None]) / spans[:, None, None]
+    grid = _native_to_grid(data, image.affine, template_to_native, config)
+    normalised, lows, highs = minmax_slices(np.moveaxis(grid, 2, 0))  # (positions, H, W)
     foreground = grid > threshold_otsu(grid) if grid.max() > grid.min() else np.zeros_like(grid, bool)
     coverage = foreground.reshape(-1, grid.shape[2]).mean(0)
     valid = (coverage >= config.min_foreground) & (highs > lows)
     header = image.header.copy() if isinstance(image.header, nib.Nifti1Header) else None
-    return normalised.astype(np.float32), SliceGeometry(
+    return normalised, SliceGeometry(
         config=config,
         native_shape=tuple(int(n) for n in data.shape),
         native_affine=image.affine.copy(),

@@ -36,3 +36,36 @@ def resolve_device(choice: str) -> "torch.device":
     if choice == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     return torch.device(choice)
+
+
+def add_harmonization_arguments(parser: argparse.ArgumentParser) -> None:
+    """The optimisation's settings (``HarmonizationParams``), defaults from the dataclass."""
+    from ..harmonize import EDGE_TERMS, INITIALISATIONS, HarmonizationParams
+
+    defaults = HarmonizationParams()
+    group = parser.add_argument_group("BlindHarmony settings (README: 'Harmonization parameters')")
+    group.add_argument("--iterations", type=int, default=defaults.iterations,
+                       help="alternations of fidelity step and likelihood step")
+    group.add_argument("--alpha", type=float, default=defaults.alpha,
+                       help="latent shrink of the centred latent per iteration")
+    group.add_argument("--alpha2", type=float, default=defaults.alpha2,
+                       help="latent shrink of the latent's mean per iteration")
+    group.add_argument("--beta1", type=float, default=defaults.beta1, help="correlation fidelity step")
+    group.add_argument("--beta2", type=float, default=defaults.beta2, help="edge fidelity step")
+    group.add_argument("--edge", choices=EDGE_TERMS, default=defaults.edge, help="edge term")
+    group.add_argument("--init", choices=INITIALISATIONS, default=defaults.init,
+                       help="start from the mean target slice at the position, or the source")
+    group.add_argument("--harmonize-batch-size", type=int, default=defaults.batch_size,
+                       help="slices optimised together")
+
+
+def harmonization_params(args: argparse.Namespace) -> "HarmonizationParams":
+    from ..errors import InputError
+    from ..harmonize import HarmonizationParams
+
+    try:
+        return HarmonizationParams(iterations=args.iterations, alpha=args.alpha, alpha2=args.alpha2,
+                                   beta1=args.beta1, beta2=args.beta2, edge=args.edge, init=args.init,
+                                   batch_size=args.harmonize_batch_size)
+    except ValueError as error:
+        raise InputError(f"harmonization settings: {error}") from None

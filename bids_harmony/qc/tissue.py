@@ -58,3 +58,19 @@ def bias_profile(image: np.ndarray, labels: np.ndarray, voxel_mm: np.ndarray,
     distance = np.linalg.norm(coordinates - coordinates.mean(0), axis=1)
     values = image[white]
     return float(np.median(values[distance < inner_mm]) / np.median(values[distance > outer_mm]))
+
+
+def slice_banding(slices: np.ndarray, white_matter: np.ndarray, min_voxels: int = 50) -> float:
+    """Median jump of the white matter's median intensity between adjacent slices, relative to
+    its median over the volume: how much a slice-by-slice method stripes a volume.
+
+    ``slices`` (n, H, W) in the volume's intensity scale, ``white_matter`` the matching mask;
+    slices with fewer than ``min_voxels`` white-matter pixels are skipped (and break adjacency).
+    """
+    levels = np.array([np.median(image[mask]) if mask.sum() >= min_voxels else np.nan
+                       for image, mask in zip(slices, white_matter)])
+    jumps = np.abs(np.diff(levels))
+    jumps = jumps[np.isfinite(jumps)]
+    if not len(jumps):
+        raise ValueError("too few slices with white matter to measure banding")
+    return float(np.median(jumps) / np.nanmedian(levels))

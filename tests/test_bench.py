@@ -1,0 +1,107 @@
+"""bids_harmony-bench: simulated domains, metrics, the histogram-matching baseline, the CLI."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_harmony.bench import SIMULATED_DOMAINS, histogram_match, psnr, simulate_domain, ssim
+from bids_harmony.bench.metrics import MAX_PSNR_DB
+from bids_harmony.cli.bench import main as bench_main
+from bids_harmony.errors import BidsError, InputError
+
+
+def test_simulated_domains_are_the_papers_monotone_maps():
+    assert list(SIMULATED_DOMAINS) == ["exp", "log", "gamma0.7", "gamma0.8", "gamma0.9",
+                                       "gamma1.2", "gamma1.3", "gamma1.5"]
+    rng = np.random.default_rng(0)
+    slices = rng.random((2, 12, 10)).astype(np.float32)
+    for name in SIMULATED_DOMAINS:
+        mapped = simulate_domain(slices, name)
+        assert mapped.shape == slices.shape and mapped.dtype == np.float32
+        for before, after in zip(slices, mapped):
+            assert after.min() == 0.0 and after.max() == pytest.approx(1.0)
+            order = np.argsort(before, axis=None)
+            assert np.all(np.diff(after.ravel()[order]) >= -1e-6)  # monotone increasing
+    g = slices[0]
+    expected = g ** 1.5
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    assert np.allclose(simulate_domain(slices, "gamma1.5")[0], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown simulated domain"):
+        simulate_domain(slices, "gamma2")
+
+
+def test_psnr_and_ssim_whole_and_masked():
+    rng = np.random.default_rng(1)
+    reference = rng.random((40, 40))
+    assert psnr(reference, reference) == MAX_PSNR_DB
+    assert psnr(reference + 0.1, reference) == pytest.approx(20.0)
+    mask = np.zeros_like(reference, bool)
+    mask[10:30, 10:30] = True
+    damaged = reference.copy()
+    damaged[~mask] += 0.3  # damage outside the mask only
+    assert psnr(damaged, reference, mask) == MAX_PSNR_DB
+    assert psnr(damaged, reference) < 15
+    assert ssim(reference, reference) == pytest.approx(1.0)
+    assert ssim(damaged, reference, mask) > ssim(damaged, reference)
+
+
+def test_histogram_matching_takes_the_target_quantiles_at_the_position():
+    rng = np.random.default_rng(2)
+    levels = np.linspace(0, 1, 101)
+    target = np.stack([np.quantile(rng.beta(2, 5, 5000), levels), np.quantile(rng.beta(5, 2, 5000), levels)])
+    source = rng.random((2, 60, 60)).astype(np.float32) * 0.9 + 0.05  # uniform, all "head"
+    matched = histogram_match(source, np.array([0, 1]), target)
+    for image, wanted in zip(matched, target):
+        assert np.allclose(np.quantile(image, [0.1, 0.5, 0.9]), wanted[[10, 50, 90]], atol=0.02)
+    # a slice already distributed as the target comes back (nearly) unchanged
+    already = np.clip(rng.beta(2, 5, (1, 60, 60)), 0.03, 1).astype(np.float32)
+    quantiles = np.quantile(already, levels)[None]
+    assert psnr(histogram_match(already, np.array([0]), quantiles)[0], already[0]) > 35
+
+
+@pytest.fixture(scope="module")
+def bench_run(multiscanner_dataset, tmp_path_factory):
+    output = tmp_path_factory.mktemp("bench") / "out"
+    code = bench_main([str(multiscanner_dataset), str(output), "--max-slices", "2", "--domains", "exp",
+                       "gamma1.5", "--participant-label", "01", "02", "03", "--iterations", "2"])
+    return code, output
+
+
+def test_bench_writes_the_papers_tables(bench_run):
+    code, output = bench_run
+    assert code == 0
+    scores = pd.read_csv(output / "bench_scores.csv")
+    methods = ["none", "histogram matching", "BlindHarmony", "BlindHarmony alpha=0",
+               "BlindHarmony beta1=0", "BlindHarmony beta2=0"]
+    assert list(dict.fromkeys(scores["method"])) == methods
+    assert set(scores["subject"].astype(str).str.zfill(2)) == {"01", "02", "03"}
+    domains = set(scores["domain"])
+    assert {"exp", "gamma1.5"} <= domains
+    assert any(domain.startswith("Domain 1") for domain in domains)
+    assert any(domain.startswith("Domain 2") for domain in domains)
+    assert scores[["psnr", "ssim", "psnr_brain", "ssim_brain"]].notna().all().all()
+    assert (scores.groupby(["domain", "method"]).size() == 2).all()  # --max-slices per domain
+    none = scores[scores["method"] == "none"]
+    assert none[none["domain"] == "exp"]["psnr"].between(10, 60).all()
+    summary = pd.read_csv(output / "bench_summary.csv")
+    assert {"psnr_mean", "psnr_std", "ssim_brain_mean", "seconds_per_slice", "slices"} <= set(summary.columns)
+    table = (output / "bench_summary.md").read_text()
+    assert "| exp (simulated) | 2 |" in table and "BlindHarmony beta1=0" in table
+    settings = json.loads((output / "bench_settings.json").read_text())
+    assert settings["parameters"]["iterations"] == 2 and settings["model_sha256"]
+    assert (output / "bench_panel.png").stat().st_size > 10_000
+
+
+def test_bench_refuses_to_overwrite_and_bad_input(bench_run, multiscanner_dataset, tmp_path):
+    code, output = bench_run
+    with pytest.raises(InputError, match="earlier results"):
+        bench_main([str(multiscanner_dataset), str(output)])
+    with pytest.raises(InputError, match="no such directory"):
+        bench_main([str(tmp_path / "missing"), str(tmp_path / "out")])
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    with pytest.raises(BidsError, match="groundtruth"):
+        bench_main([str(plain), str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
