@@ -242,7 +242,7 @@ class HarmonizedImage:
 
     image: Any  # nibabel.Nifti1Image, on the input's own grid
     source_slices: np.ndarray  # (n, H, W) normalised source slices on the model's grid
-    harmonized_slices: np.ndarray
+    harmonized_slices: np.ndarray  # on the source slices' [0, 1] scale (may exceed 1 slightly)
     geometry: Any  # preprocessing.SliceGeometry
     metadata: dict[str, Any]
     warnings: list[str]
@@ -332,10 +332,10 @@ def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams
                     strict: bool = False, **changes: Any) -> HarmonizedImage:
     """Harmonize a T1w volume (path or nibabel image) with the shared preprocessing.
 
-    The result is on the input's own grid. Its intensity scale is the source's: each harmonized
-    slice is mapped back through its source slice's own min-max, so the volume keeps the
-    source's range (no banding beyond the source's own; measured by the benchmark).
-    ``strict`` turns the contrast warning into :class:`NotT1wLikeError`.
+    The result is on the input's own grid, in the source's intensity units: the harmonized
+    slices' levels are made consistent across slices (:func:`volume_consistent_levels`), then
+    each is mapped back through its source slice's own minimum and maximum. ``strict`` turns
+    the contrast warning into :class:`NotT1wLikeError`.
     """
     from .preprocessing import from_slices, to_slices
 
