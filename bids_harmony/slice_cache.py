@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .__about__ import __version__
+from .atomic import atomic_write
 from .preprocessing import PreprocessingConfig, to_slices
 
 _SCALE = 65535.0
@@ -68,10 +69,8 @@ def _build_entry(job: tuple[Path, PreprocessingConfig, Path]) -> tuple[Path, Pat
         rows = np.round(slices[geometry.valid] * _SCALE).astype(np.uint16)
         for target, array in ((positions_file, geometry.positions[geometry.valid].astype(np.int16)),
                               (slices_file, rows)):
-            partial = target.with_name(target.name + f".{os.getpid()}.partial")
-            with open(partial, "wb") as stream:
+            with atomic_write(target) as stream:
                 np.save(stream, array)
-            os.replace(partial, target)
     return source, slices_file, positions_file
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from nflows.flows import Flow
 from torch import nn
 from tqdm import tqdm
 
+from .atomic import atomic_write
 from .distributed import global_batch_norm
 from .model import bits_per_dim, from_flow_output, to_flow_input
 from .slice_cache import SliceStore
@@ -139,18 +139,15 @@ def save_samples_figure(flow: Flow, path: str | Path, temperatures=(0.7, 1.0), p
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    with atomic_write(path) as stream:
+        torch.save(state, stream)
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as stream:
+    with atomic_write(path, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=["step", "train_bpd", "val_bpd", "learning_rate", "seconds"])
         writer.writeheader()
         writer.writerows(history)
-    os.replace(partial, path)
 
 
 def train_flow(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -20,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..__about__ import __version__
+from ..atomic import atomic_write
 from ..bench import SIMULATED_DOMAINS, BenchCase, histogram_match, run_benchmark, simulate_domain, summarise
 from ..bench.protocol import markdown_tables, save_panel
 from ..bids.selection import SelectedImage, open_layout, select_t1w
@@ -244,10 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     (output_dir / "bench_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     table = markdown_tables(summary)
-    partial = output_dir / "bench_summary.md.partial"
-    partial.write_text(f"# bids_harmony-bench\n\n`{settings['command']}` ({settings['seconds']:.0f} s, "
-                       f"{settings['device']}, {settings['threads']} threads)\n\n{table}")
-    os.replace(partial, output_dir / "bench_summary.md")  # written last: its presence means complete
+    with atomic_write(output_dir / "bench_summary.md", "w") as stream:  # last: its presence means complete
+        stream.write(f"# bids_harmony-bench\n\n`{settings['command']}` ({settings['seconds']:.0f} s, "
+                     f"{settings['device']}, {settings['threads']} threads)\n\n{table}")
     print(table)
     print(f"Results in {output_dir} ({settings['seconds']:.0f} s)")
     return 0

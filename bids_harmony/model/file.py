@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 from nflows.flows import Flow
 
+from ..atomic import atomic_write
 from ..errors import ModelError
 from ..preprocessing import PreprocessingConfig
 from .architecture import FlowConfig, build_flow
@@ -107,16 +106,8 @@ def save_model(model: HarmonyModel, path: str | Path) -> str:
     }
     payload["checksum"] = _tensor_checksum(_payload_tensors(payload))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with atomic_write(path) as stream:
+        torch.save(payload, stream)
     return file_sha256(path)
 
 
