@@ -43,7 +43,7 @@ def add_harmonization_arguments(parser: argparse.ArgumentParser) -> None:
     from ..harmonize import EDGE_TERMS, INITIALISATIONS, HarmonizationParams
 
     defaults = HarmonizationParams()
-    group = parser.add_argument_group("BlindHarmony settings (README: 'Harmonization parameters')")
+    group = parser.add_argument_group("BlindHarmony settings (README: 'Harmonization')")
     group.add_argument("--iterations", type=int, default=defaults.iterations,
                        help="alternations of fidelity step and likelihood step")
     group.add_argument("--alpha", type=float, default=defaults.alpha,
