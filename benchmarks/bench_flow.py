@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bids_harmony.model import (  # noqa: E402
+    PER_LEVEL_FIELDS,
     PRESETS,
     FlowConfig,
     build_flow,
@@ -84,7 +85,8 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true",
                         help="nflows' own spline coupling / 1x1 convolution / ActNorm code")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="override FlowConfig fields of the preset, e.g. hidden_channels=16")
+                        help="override FlowConfig fields of the preset, e.g. hidden_channels=16 "
+                             "or, one per level (finest first), steps_per_level=2,3,4,4")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["train", "forward", "inverse", "harmonize"], help="phases to skip")
     args = parser.parse_args()
@@ -106,8 +108,13 @@ def main() -> None:
         field, _, value = item.partition("=")
         if field not in config:
             parser.error(f"--set {item}: unknown FlowConfig field {field!r}")
-        config[field] = type(config[field])(value) if not isinstance(config[field], bool) \
-            else value.lower() in ("1", "true", "yes")
+        if field in PER_LEVEL_FIELDS:  # one value, or one per level: 2,3,4,4
+            values = tuple(int(v) for v in value.split(","))
+            config[field] = values[0] if len(values) == 1 else values
+        elif isinstance(config[field], bool):
+            config[field] = value.lower() in ("1", "true", "yes")
+        else:
+            config[field] = type(config[field])(value)
     config = FlowConfig.from_dict(config)
     label = args.preset + "".join(f" {item}" for item in args.set)
 

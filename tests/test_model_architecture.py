@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 from nflows import transforms
+from nflows.nn.nets import ConvResidualNet
 
 from bids_harmony.model import (
     PRESETS,
@@ -20,7 +21,7 @@ from bids_harmony.model import (
     from_flow_output,
     to_flow_input,
 )
-from bids_harmony.model.architecture import LUOneByOneConvolution
+from bids_harmony.model.architecture import ActNorm, LUOneByOneConvolution
 
 PAPER_SHAPE = (1, 144, 176)
 TINY_SHAPE = (1, 16, 16)
@@ -177,6 +178,27 @@ def test_deprecation_guard_catches_stock_nflows_lu_inverse():
 def test_config_round_trips_through_json():
     for config in PRESETS.values():
         assert FlowConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_per_level_settings_shape_each_level():
+    config = FlowConfig(levels=2, steps_per_level=(1, 3), hidden_channels=(4, 12), num_res_blocks=(1, 2))
+    flow = build_flow(config, shape=TINY_SHAPE)
+    levels = flow._transform._transforms
+    nets = [[m for m in level.modules() if isinstance(m, ConvResidualNet)] for level in levels]
+    assert [sum(isinstance(m, ActNorm) for m in level.modules()) for level in levels] == [1, 3]
+    assert [len(level) for level in nets] == [1, 3]
+    assert [{net.initial_layer.out_channels for net in level} for level in nets] == [{4}, {12}]
+    assert [{len(net.blocks) for net in level} for level in nets] == [{1}, {2}]
+    reloaded = FlowConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert reloaded == config and reloaded.steps_per_level == (1, 3)
+    assert count_parameters(build_flow(reloaded, shape=TINY_SHAPE)) == count_parameters(flow)
+
+
+@pytest.mark.parametrize("field", ["steps_per_level", "hidden_channels", "num_res_blocks"])
+@pytest.mark.parametrize("value", [(2,), (2, 2, 2), (2, 0), (2, 1.5)])
+def test_per_level_settings_need_one_positive_int_per_level(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be .* one per level"):
+        FlowConfig(levels=2, **{field: value})
 
 
 def test_config_refuses_unknown_keys():

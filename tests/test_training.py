@@ -141,6 +141,17 @@ def test_model_file_round_trip_and_refusals(tmp_path):
         assert str(broken) in str(error.value) and "\n" not in str(error.value)
 
 
+def test_model_file_keeps_per_level_settings(tmp_path):
+    per_level = FlowConfig(levels=2, steps_per_level=(1, 2), hidden_channels=(4, 8), num_res_blocks=1)
+    flow = build_flow(per_level, SHAPE).eval()
+    save_model(_model(flow, per_level), tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.flow_config == per_level and loaded.flow_config.hidden_channels == (4, 8)
+    images = torch.rand(2, *SHAPE) - 0.5
+    with torch.no_grad():
+        assert torch.allclose(flow.log_prob(images), loaded.flow.log_prob(images))
+
+
 def _train_command(dataset, model, work, *extra, target="StationName=TRIO-A"):
     return [sys.executable, "-m", "bids_harmony.cli.train", str(dataset), str(model), "--target",
             target, "--preset", "small", "--steps", "3", "--batch-size", "8",

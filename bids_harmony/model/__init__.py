@@ -1,5 +1,6 @@
 """The BlindHarmony flow model: architecture, presets, input convention and model files."""
 from .architecture import (
+    PER_LEVEL_FIELDS,
     PRESETS,
     FlowConfig,
     bits_per_dim,
@@ -11,6 +12,7 @@ from .architecture import (
 from .file import HarmonyModel, bundled_model_path, load_model, save_model
 
 __all__ = [
+    "PER_LEVEL_FIELDS",
     "PRESETS",
     "FlowConfig",
     "HarmonyModel",

@@ -44,6 +44,7 @@ from torch import nn
 from .spline import RationalQuadraticCoupling
 
 __all__ = [
+    "PER_LEVEL_FIELDS",
     "PRESETS",
     "FlowConfig",
     "bits_per_dim",
@@ -54,7 +55,13 @@ __all__ = [
 ]
 
 Shape = tuple[int, int, int]
+PerLevel = int | tuple[int, ...]
+PER_LEVEL_FIELDS = ("steps_per_level", "hidden_channels", "num_res_blocks")
 DEFAULT_SHAPE: Shape = (1, 144, 176)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +71,17 @@ class FlowConfig:
     ``num_bits`` is not part of the network: it is the quantisation depth that the flow's
     input scaling (:func:`to_flow_input`) and bits-per-dimension figures refer to, kept here
     so that a model file carries it.
+
+    ``steps_per_level``, ``hidden_channels`` and ``num_res_blocks`` are one value for every level
+    (the paper) or a tuple with one value per level, finest first: a level's coupling networks
+    cost in proportion to its pixel count, so on a CPU budget the coarse levels, which carry the
+    head's shape, can be made deeper and wider for little time.
     """
 
     levels: int = 4
-    steps_per_level: int = 7
-    hidden_channels: int = 96
-    num_res_blocks: int = 3
+    steps_per_level: PerLevel = 7
+    hidden_channels: PerLevel = 96
+    num_res_blocks: PerLevel = 3
     num_bins: int = 8
     tail_bound: float = 3.0
     min_bin_width: float = 1e-3
@@ -80,11 +92,18 @@ class FlowConfig:
     num_bits: int = 12
 
     def __post_init__(self) -> None:
-        for name in ("levels", "steps_per_level", "hidden_channels", "num_res_blocks",
-                     "num_bins", "num_bits"):
+        for name in ("levels", "num_bins", "num_bits"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"FlowConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in PER_LEVEL_FIELDS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"FlowConfig.{name} must be a positive integer, got {value!r}")
+            if isinstance(value, list):  # the JSON form of a tuple
+                value = tuple(value)
+                object.__setattr__(self, name, value)
+            if not (_positive_int(value) or (isinstance(value, tuple) and len(value) == self.levels
+                                             and all(map(_positive_int, value)))):
+                raise ValueError(f"FlowConfig.{name} must be a positive integer or one per level "
+                                 f"({self.levels}), got {value!r}")
         for name in ("tail_bound", "min_bin_width", "min_bin_height", "min_derivative"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -96,6 +115,11 @@ class FlowConfig:
             raise ValueError(f"FlowConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.num_bins * max(self.min_bin_width, self.min_bin_height) >= 1.0:
             raise ValueError("FlowConfig: num_bins * min_bin_width/height must stay below 1")
+
+    def at_level(self, name: str, level: int) -> int:
+        """The value of a per-level field for ``level`` (0 = finest)."""
+        value = getattr(self, name)
+        return value[level] if isinstance(value, tuple) else value
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict, the form a model file stores."""
@@ -122,7 +146,9 @@ PRESETS: dict[str, FlowConfig] = {
     # and give the coupling networks the whole head in view), 3 steps per level, narrow coupling
     # networks; 186,382 parameters at 1 x 144 x 176. About 13-15 slices/s for training
     # (forward + backward + Adam) and about 40 slices/s per pass without gradients on 2 cores
-    # (benchmarks/bench_flow.py), so the demo trains in under 45 minutes.
+    # (benchmarks/bench_flow.py), so the demo trains in under 45 minutes. A variant with the
+    # steps and channels moved to the coarse levels (README, "The bundled demo model") gave
+    # samples with a head's outline but harmonized worse, so this one stays.
     "small": FlowConfig(levels=4, steps_per_level=3, hidden_channels=24, num_res_blocks=1),
 }
 
@@ -265,14 +291,14 @@ def _conv1x1(inputs: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
     return _channel_matmul(inputs, layer.weight.flatten(1), layer.bias)
 
 
-def _coupling(num_channels: int, config: FlowConfig, reference: bool) -> transforms.Transform:
+def _coupling(num_channels: int, config: FlowConfig, level: int, reference: bool) -> transforms.Transform:
     def create_net(in_channels: int, out_channels: int) -> nn.Module:
         return (ConvResidualNet if reference else _ConvResidualNet)(
             in_channels=in_channels,
             out_channels=out_channels,
-            hidden_channels=config.hidden_channels,
+            hidden_channels=config.at_level("hidden_channels", level),
             context_channels=None,
-            num_blocks=config.num_res_blocks,
+            num_blocks=config.at_level("num_res_blocks", level),
             use_batch_norm=config.batch_norm,
             dropout_probability=config.dropout,
         )
@@ -292,11 +318,11 @@ def _coupling(num_channels: int, config: FlowConfig, reference: bool) -> transfo
     )
 
 
-def _step(num_channels: int, config: FlowConfig, reference: bool) -> transforms.Transform:
+def _step(num_channels: int, config: FlowConfig, level: int, reference: bool) -> transforms.Transform:
     return transforms.CompositeTransform([
         (transforms.ActNorm if reference else ActNorm)(num_channels),
         _one_by_one(num_channels, reference),
-        _coupling(num_channels, config, reference),
+        _coupling(num_channels, config, level, reference),
     ])
 
 
@@ -356,15 +382,16 @@ def build_flow(
     num_dims = c * h * w
 
     multiscale = transforms.MultiscaleCompositeTransform(num_transforms=config.levels)
-    for _ in range(config.levels):
+    for level in range(config.levels):
         squeeze = transforms.SqueezeTransform()
         c, h, w = squeeze.get_output_shape(c, h, w)
-        level = transforms.CompositeTransform(
+        steps = config.at_level("steps_per_level", level)
+        transform = transforms.CompositeTransform(
             [squeeze]
-            + [_step(c, config, reference) for _ in range(config.steps_per_level)]
+            + [_step(c, config, level, reference) for _ in range(steps)]
             + [_one_by_one(c, reference)]
         )
-        next_shape = multiscale.add_transform(level, (c, h, w))
+        next_shape = multiscale.add_transform(transform, (c, h, w))
         if next_shape is not None:
             c, h, w = next_shape
 
