@@ -285,7 +285,26 @@ def contrast_check(slices: np.ndarray, positions: np.ndarray, model: HarmonyMode
 
 
 LEVEL_SMOOTHING_SLICES = 3.0  # Gaussian sigma, in slices, of the harmonization gain profiles
-LEVEL_BINS = 5  # source-intensity bins (quantiles of the foreground) with a gain each
+LEVEL_BINS = 8  # source-intensity bins (quantiles of the foreground) with a gain each
+LEVEL_ROUNDS = 3  # measure, smooth and correct rounds
+
+
+def _bin_gains(harmonized: np.ndarray, source: np.ndarray, bins: list[np.ndarray | None],
+               masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice and source-intensity bin: the bin's source median and its gain (harmonized
+    median over source median); NaN centres where a bin is missing."""
+    centres = np.full((len(source), LEVEL_BINS), np.nan)
+    gains = np.ones((len(source), LEVEL_BINS))
+    for index, (image, reference, mask, labels) in enumerate(zip(harmonized, source, masks, bins)):
+        if labels is None:
+            continue
+        values, outputs = reference[mask], image[mask]
+        for level in range(LEVEL_BINS):
+            inside = labels == level
+            if inside.any() and np.median(values[inside]) > _EPS and np.median(outputs[inside]) > _EPS:
+                centres[index, level] = np.median(values[inside])
+                gains[index, level] = np.median(outputs[inside]) / centres[index, level]
+    return centres, gains
 
 
 def volume_consistent_levels(harmonized: np.ndarray, source: np.ndarray,
@@ -297,34 +316,32 @@ def volume_consistent_levels(harmonized: np.ndarray, source: np.ndarray,
     foreground is split into ``LEVEL_BINS`` bins of source intensity (tissue classes, roughly)
     and each bin's gain (harmonized median over source median) is measured; each bin's gain is
     replaced by its smooth profile across slices (median filter, then Gaussian) and the slice
-    is multiplied by the ratio, interpolated in source intensity. The contrast the optimisation
+    is multiplied by the ratio, interpolated in source intensity. A factor interpolated between
+    bin centres does not land every bin's median exactly on its profile, so this is repeated,
+    ``LEVEL_ROUNDS`` times in all. The contrast the optimisation
     found is kept; its slice-to-slice jitter is not. The result may exceed 1 slightly.
     """
     from scipy import ndimage
 
     source = np.asarray(source, dtype=np.float32)
     masks = foreground_masks(torch.as_tensor(source), foreground_threshold).numpy()
-    centres = np.full((len(source), LEVEL_BINS), np.nan)
-    gains = np.ones((len(source), LEVEL_BINS))
-    for index, (image, reference, mask) in enumerate(zip(harmonized, source, masks)):
+    bins: list[np.ndarray | None] = []
+    for reference, mask in zip(source, masks):
         if mask.sum() < 10 * LEVEL_BINS:
+            bins.append(None)
             continue
-        values, outputs = reference[mask], image[mask]
-        edges = np.quantile(values, np.linspace(0.0, 1.0, LEVEL_BINS + 1)[1:-1])
-        bins = np.searchsorted(edges, values, side="right")
-        for level in range(LEVEL_BINS):
-            inside = bins == level
-            if inside.any() and np.median(values[inside]) > _EPS and np.median(outputs[inside]) > _EPS:
-                centres[index, level] = np.median(values[inside])
-                gains[index, level] = np.median(outputs[inside]) / centres[index, level]
-    smooth = ndimage.gaussian_filter1d(ndimage.median_filter(gains, size=(5, 1), mode="nearest"),
-                                       LEVEL_SMOOTHING_SLICES, axis=0, mode="nearest")
+        edges = np.quantile(reference[mask], np.linspace(0.0, 1.0, LEVEL_BINS + 1)[1:-1])
+        bins.append(np.searchsorted(edges, reference[mask], side="right"))
     corrected = np.array(harmonized, dtype=np.float32, copy=True)
-    for index, image in enumerate(corrected):
-        known = np.isfinite(centres[index])
-        if known.sum() >= 2 and np.all(np.diff(centres[index, known]) > 0):
-            factor = np.interp(source[index], centres[index, known], (smooth[index] / gains[index])[known])
-            corrected[index] = image * factor
+    for _ in range(LEVEL_ROUNDS):
+        centres, gains = _bin_gains(corrected, source, bins, masks)
+        smooth = ndimage.gaussian_filter1d(ndimage.median_filter(gains, size=(5, 1), mode="nearest"),
+                                           LEVEL_SMOOTHING_SLICES, axis=0, mode="nearest")
+        for index, image in enumerate(corrected):
+            known = np.isfinite(centres[index])
+            if known.sum() >= 2 and np.all(np.diff(centres[index, known]) > 0):
+                factor = np.interp(source[index], centres[index, known], (smooth[index] / gains[index])[known])
+                corrected[index] = image * factor
     return corrected
 
 

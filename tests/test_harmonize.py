@@ -18,7 +18,7 @@ from bids_harmony.harmonize import (
 )
 from bids_harmony.model import load_model
 from bids_harmony.preprocessing import grid_volume, mask_to_slices, to_slices
-from bids_harmony.qc.tissue import slice_banding
+from bids_harmony.qc.tissue import slice_banding, slice_striping
 from bids_harmony.templates import template_file
 
 
@@ -145,9 +145,14 @@ def test_harmonized_volume_has_no_more_banding_than_the_source(model, multiscann
     harmonized = np.moveaxis(grid_volume(result.harmonized_slices, result.geometry), 2, 0)
     source_banding = slice_banding(source, white_matter)
     harmonized_banding = slice_banding(harmonized, white_matter)
-    print(f"banding: source {source_banding:.4f}, harmonized {harmonized_banding:.4f}")
-    # measured: source 0.22 %, harmonized 0.46 % (0.84 % before volume_consistent_levels); the
-    # issue's target, no worse than the source, is not met yet (README)
+    source_striping = slice_striping(source, white_matter)
+    harmonized_striping = slice_striping(harmonized, white_matter)
+    print(f"banding: source {source_banding:.4f}, harmonized {harmonized_banding:.4f}; "
+          f"striping: source {source_striping:.4f}, harmonized {harmonized_striping:.4f}")
+    # measured: stripes (deviation from the neighbours' mean) 0.10 % source, 0.14 % harmonized;
+    # adjacent-slice jumps, which also count the gain's smooth drift along the slices, 0.19 % and
+    # 0.46 %. The issue's target, no worse than the source, is not met yet (README).
+    assert harmonized_striping <= source_striping * 1.5
     assert harmonized_banding <= source_banding * 2.5
     # and the image on the native grid is the grid volume put back
     native = np.asanyarray(result.image.dataobj)

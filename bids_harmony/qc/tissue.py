@@ -60,17 +60,38 @@ def bias_profile(image: np.ndarray, labels: np.ndarray, voxel_mm: np.ndarray,
     return float(np.median(values[distance < inner_mm]) / np.median(values[distance > outer_mm]))
 
 
+def _white_matter_levels(slices: np.ndarray, white_matter: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Median white-matter intensity per slice; NaN where a slice has too little of it."""
+    return np.array([np.median(image[mask]) if mask.sum() >= min_voxels else np.nan
+                     for image, mask in zip(slices, white_matter)])
+
+
 def slice_banding(slices: np.ndarray, white_matter: np.ndarray, min_voxels: int = 50) -> float:
     """Median jump of the white matter's median intensity between adjacent slices, relative to
-    its median over the volume: how much a slice-by-slice method stripes a volume.
+    its median over the volume: how much a slice-by-slice method stripes a volume. A smooth
+    drift of the level along the slices counts too (see :func:`slice_striping`).
 
     ``slices`` (n, H, W) in the volume's intensity scale, ``white_matter`` the matching mask;
     slices with fewer than ``min_voxels`` white-matter pixels are skipped (and break adjacency).
     """
-    levels = np.array([np.median(image[mask]) if mask.sum() >= min_voxels else np.nan
-                       for image, mask in zip(slices, white_matter)])
+    levels = _white_matter_levels(slices, white_matter, min_voxels)
     jumps = np.abs(np.diff(levels))
     jumps = jumps[np.isfinite(jumps)]
     if not len(jumps):
         raise ValueError("too few slices with white matter to measure banding")
     return float(np.median(jumps) / np.nanmedian(levels))
+
+
+def slice_striping(slices: np.ndarray, white_matter: np.ndarray, min_voxels: int = 50) -> float:
+    """Median deviation of each slice's white-matter median from the mean of its two
+    neighbours', relative to the volume's median: stripes alone, since a level that drifts
+    linearly along the slices deviates by nothing (a jump measure counts such a drift in full).
+
+    Arguments as :func:`slice_banding`.
+    """
+    levels = _white_matter_levels(slices, white_matter, min_voxels)
+    deviations = np.abs(levels[1:-1] - 0.5 * (levels[:-2] + levels[2:]))
+    deviations = deviations[np.isfinite(deviations)]
+    if not len(deviations):
+        raise ValueError("too few slices with white matter to measure striping")
+    return float(np.median(deviations) / np.nanmedian(levels))
