@@ -158,11 +158,35 @@ def _train_command(dataset, model, work, *extra, target="StationName=TRIO-A"):
             "--validation-every", "3", "--checkpoint-every", "3", "--device", "cpu", "-w", str(work), *extra]
 
 
+def test_flow_config_file_replaces_preset_fields(tmp_path):
+    from bids_harmony.cli.train import read_flow_config
+    from bids_harmony.errors import InputError
+    from bids_harmony.model import PRESETS
+
+    assert read_flow_config("small", None) == PRESETS["small"]
+    good = tmp_path / "coarse.json"
+    good.write_text('{"steps_per_level": [2, 3, 4, 4], "hidden_channels": 16}')
+    config = read_flow_config("small", good)
+    assert config.steps_per_level == (2, 3, 4, 4) and config.hidden_channels == 16
+    assert config.num_res_blocks == PRESETS["small"].num_res_blocks
+    for text, message in (('{"steps_per_level": [2, 3]}', "one per level"), ('{"depth": 3}', "unknown"),
+                          ("[1, 2]", "JSON object"), ("{not json", "not a readable JSON")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(InputError, match=message) as error:
+            read_flow_config("small", bad)
+        assert str(bad) in str(error.value) and "\n" not in str(error.value)
+
+
 def test_train_command_end_to_end(multiscanner_dataset, tmp_path):
     model = tmp_path / "trio.pt"
-    result = subprocess.run(_train_command(multiscanner_dataset, model, tmp_path / "work", "--nprocs", "2"),
+    flow_config = tmp_path / "flow.json"
+    flow_config.write_text('{"hidden_channels": [8, 8, 16, 16]}')
+    result = subprocess.run(_train_command(multiscanner_dataset, model, tmp_path / "work", "--nprocs", "2",
+                                           "--flow-config", str(flow_config)),
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert load_model(model).flow_config.hidden_channels == (8, 8, 16, 16)
     assert "selected 2 T1w image(s) of 2 subject(s)" in result.stdout
     assert "StationName=TRIO-A" in result.stdout
     loaded = load_model(model)
@@ -178,6 +202,11 @@ def test_train_command_end_to_end(multiscanner_dataset, tmp_path):
     exists = subprocess.run(_train_command(multiscanner_dataset, model, tmp_path / "work"),
                             capture_output=True, text=True)
     assert exists.returncode != 0 and "model file exists" in exists.stderr
+    flow_config.write_text('{"levels": 0}')
+    refused = subprocess.run(_train_command(multiscanner_dataset, tmp_path / "bad.pt", tmp_path / "work",
+                                            "--flow-config", str(flow_config)), capture_output=True, text=True)
+    assert refused.returncode != 0 and f"{flow_config}: FlowConfig.levels" in refused.stderr
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_distributed_gloo_run_matches_a_single_process(multiscanner_dataset, tmp_path):

@@ -31,7 +31,7 @@ from ..bids.selection import (
 )
 from ..bids.validation import validate_bids
 from ..errors import BidsError, InputError
-from ..model import PRESETS, build_flow
+from ..model import PRESETS, FlowConfig, build_flow
 from ..model.file import HarmonyModel, save_model
 from ..preprocessing import PreprocessingConfig
 from ..slice_cache import SliceStore, build_cache
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "model then does the same")
     training = parser.add_argument_group("training")
     training.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="flow architecture")
+    training.add_argument("--flow-config", type=Path, metavar="JSON",
+                          help='a JSON object of FlowConfig fields replacing the preset\'s, e.g. '
+                          '{"steps_per_level": [2, 3, 4, 4]} (one value or one per level)')
     training.add_argument("--steps", type=int, default=None,
                           help="optimisation steps (default by preset, as (steps, batch size): "
                           f"{PRESET_SCHEDULES})")
@@ -162,8 +165,26 @@ def main(argv: list[str] | None = None) -> int:
             dist.destroy_process_group()
 
 
+def read_flow_config(preset: str, path: Path | None) -> FlowConfig:
+    """The preset's architecture, with the fields a JSON file (``--flow-config``) names replaced."""
+    config = PRESETS[preset]
+    if path is None:
+        return config
+    try:
+        fields = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(fields, dict):
+        raise InputError(f"{path}: expected a JSON object of FlowConfig fields")
+    try:
+        return FlowConfig.from_dict({**config.to_dict(), **fields})
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{path}: {error}") from None
+
+
 def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -> int:
     started = time.perf_counter()
+    flow_config = read_flow_config(args.preset, args.flow_config)
     bids_dir = Path(args.bids_dir)
     layout = open_layout(bids_dir)
     if not args.skip_bids_validation and rank == 0:
@@ -181,7 +202,6 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
         raise BidsError(f"{bids_dir}: the selection mixes {len(scanners)} scanners ({listing}); "
                         "narrow it with --target KEY=VALUE or pass --allow-mixed-scanners")
     train_subjects, validation_subjects = _split_subjects(images, args.validation_fraction, args.seed)
-    preset = PRESETS[args.preset]
     preprocessing = PreprocessingConfig(brain_extraction=args.brain_extraction)
     work_dir = Path(args.work_dir)
     sources = [image.path for image in images]
@@ -205,11 +225,11 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
     settings = TrainingSettings(
         steps=args.steps or default_steps, batch_size=args.batch_size or default_batch_size,
         learning_rate=args.learning_rate, validation_every=args.validation_every,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, num_bits=preset.num_bits,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, num_bits=flow_config.num_bits,
     )
     torch.manual_seed(args.seed)
     shape = (1,) + preprocessing.slice_shape
-    flow = build_flow(preset, shape)
+    flow = build_flow(flow_config, shape)
     run_dir = work_dir / f"train-{model_out.stem}"
     history = train_flow(flow, stores["train"], stores["validation"], settings, run_dir, device,
                          resume=args.resume, stop_after=args.stop_after)
@@ -226,7 +246,7 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
     baseline = gaussian_baseline_bits_per_dim(stores["train"], stores["validation"], rows, settings.num_bits)
     mean_slices, quantiles = stores["train"].position_statistics(preprocessing.n_positions, QUANTILES)
     model = HarmonyModel(
-        flow=flow.cpu().eval(), flow_config=preset, shape=shape, preprocessing=preprocessing,
+        flow=flow.cpu().eval(), flow_config=flow_config, shape=shape, preprocessing=preprocessing,
         mean_slices=mean_slices, quantiles=quantiles,
         target={
             "dataset": str(bids_dir.resolve()),
