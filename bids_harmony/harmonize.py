@@ -318,8 +318,8 @@ def volume_consistent_levels(harmonized: np.ndarray, source: np.ndarray,
     replaced by its smooth profile across slices (median filter, then Gaussian) and the slice
     is multiplied by the ratio, interpolated in source intensity. A factor interpolated between
     bin centres does not land every bin's median exactly on its profile, so this is repeated,
-    ``LEVEL_ROUNDS`` times in all. The contrast the optimisation
-    found is kept; its slice-to-slice jitter is not. The result may exceed 1 slightly.
+    ``LEVEL_ROUNDS`` times in all. The contrast the optimisation found is kept; its
+    slice-to-slice jitter is not. The result may exceed 1 slightly.
     """
     from scipy import ndimage
 
