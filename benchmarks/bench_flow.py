@@ -26,16 +26,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _measure import peak_rss_mb, timed  # noqa: E402
 
 from bids_harmony.model import (  # noqa: E402
     PER_LEVEL_FIELDS,
@@ -45,30 +44,6 @@ from bids_harmony.model import (  # noqa: E402
     count_parameters,
     to_flow_input,
 )
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else KiB
-
-
-def _timed(run: Callable[[], None], repeats: int, device: torch.device) -> tuple[float, float]:
-    """Median wall and CPU seconds of ``run`` over ``repeats`` runs after one warm-up."""
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    run()
-    sync()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        run()
-        sync()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
@@ -140,9 +115,9 @@ def main() -> None:
     def report(name: str, run: Callable[[], None]) -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        wall, cpu = _timed(run, args.repeats, device)
+        wall, cpu = timed(run, args.repeats, device)
         line = (f"{name:<22} {args.batch_size / wall:8.2f} slices/s   wall {wall:7.3f} s   "
-                f"cpu {cpu:7.3f} s per batch   peak RSS {_peak_rss_mb():7.0f} MB")
+                f"cpu {cpu:7.3f} s per batch   peak RSS {peak_rss_mb():7.0f} MB")
         if cuda:
             line += f"   CUDA peak {torch.cuda.max_memory_allocated(device) / 2**20:7.0f} MB"
         print(line, flush=True)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _measure import peak_rss_mb, timed  # noqa: E402
 
 from bids_harmony.cli.common import resolve_device  # noqa: E402
 from bids_harmony.harmonize import harmonize_image, harmonize_slices  # noqa: E402
@@ -53,27 +52,12 @@ def main() -> None:
     valid = geometry.valid
     print(f"{args.image}: {int(valid.sum())} valid slices of {len(valid)}")
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def timed(run) -> float:
-        run()  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            sync()
-            started = time.perf_counter()
-            run()
-            sync()
-            times.append(time.perf_counter() - started)
-        return statistics.median(times)
-
-    optimisation = timed(lambda: harmonize_slices(slices[valid], model, geometry.positions[valid]))
-    whole = timed(lambda: harmonize_image(args.image, model))
+    optimisation, _ = timed(lambda: harmonize_slices(slices[valid], model, geometry.positions[valid]),
+                            args.repeats, device)
+    whole, _ = timed(lambda: harmonize_image(args.image, model), args.repeats, device)
     print(f"optimisation only: {optimisation:.1f} s per volume, {valid.sum() / optimisation:.1f} slices/s")
     print(f"whole volume (preprocessing + optimisation + back to the native grid): {whole:.1f} s")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {peak:.0f} MB" + (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB"
+    print(f"peak RSS {peak_rss_mb():.0f} MB" + (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB"
                                       if device.type == "cuda" else ""))
 
 

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _measure import peak_rss_mb
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,7 +35,7 @@ def main() -> None:
     started = time.perf_counter()
     subprocess.run(command, check=True, env=environment, stderr=subprocess.DEVNULL)
     elapsed = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mb = peak_rss_mb(resource.RUSAGE_CHILDREN)
     volumes = sum(1 for _ in (scratch / "bids").rglob("*_T1w.nii.gz"))
     print(f"subjects per scanner: {args.subjects_per_scanner}, nprocs: {args.nprocs}, "
           f"cache: {'cold' if args.cold else 'warm'}, cores: {os.cpu_count()}")

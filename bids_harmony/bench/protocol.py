@@ -36,6 +36,13 @@ class MethodResult:
     examples: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
 
 
+def spread_indices(count: int, budget: int) -> np.ndarray:
+    """At most ``budget`` indices spread evenly over ``range(count)`` (all of them if fewer)."""
+    if count <= budget:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, budget).round().astype(int))
+
+
 def score_slices(output: np.ndarray, case: BenchCase) -> list[dict[str, float]]:
     return [{"psnr": psnr(image, truth), "ssim": ssim(image, truth),
              "psnr_brain": psnr(image, truth, brain), "ssim_brain": ssim(image, truth, brain)}
@@ -108,8 +115,7 @@ def save_panel(examples: dict[tuple[str, str], dict[str, np.ndarray]], methods: 
     for (domain, subject), images in examples.items():
         first.setdefault(domain, ((domain, subject), images))
     first_per_domain = list(first.values())
-    rows = np.unique(np.linspace(0, len(first_per_domain) - 1, min(max_rows, len(first_per_domain))).round().astype(int))
-    chosen = [first_per_domain[row] for row in rows]
+    chosen = [first_per_domain[row] for row in spread_indices(len(first_per_domain), max_rows)]
     columns = ["source", *methods, "truth"]
     figure, axes = plt.subplots(len(chosen), len(columns) + 1,
                                 figsize=(1.6 * (len(columns) + 1), 1.4 * len(chosen)), squeeze=False)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..__about__ import __version__
 from ..atomic import atomic_write
 from ..bench import SIMULATED_DOMAINS, BenchCase, histogram_match, run_benchmark, simulate_domain, summarise
-from ..bench.protocol import markdown_tables, save_panel
+from ..bench.protocol import markdown_tables, save_panel, spread_indices
 from ..bids.selection import SelectedImage, open_layout, select_t1w
 from ..errors import BidsError, InputError
 from ..harmonize import HarmonizationParams, harmonize_slices
@@ -103,13 +103,6 @@ def _domain_label(image: SelectedImage, participants: dict[str, dict]) -> str:
     return f"{domain}: {scanner}" if domain else f"{scanner} ({metadata.get('StationName', 'unknown station')})"
 
 
-def _spread(count: int, budget: int) -> np.ndarray:
-    """``budget`` indices spread evenly over ``count`` (all of them if fewer)."""
-    if count <= budget:
-        return np.arange(count)
-    return np.unique(np.linspace(0, count - 1, budget).round().astype(int))
-
-
 class _SubjectSlices:
     """One image's brain slices on the model's grid (and, for a source image, its paired truth)."""
 
@@ -132,7 +125,7 @@ def _take(subjects: list[_SubjectSlices], budget: int) -> list[tuple[_SubjectSli
     """Split a slice budget evenly over the pooled slices of several subjects."""
     owners = np.concatenate([np.full(len(subject.slices), index) for index, subject in enumerate(subjects)])
     rows = np.concatenate([np.arange(len(subject.slices)) for subject in subjects])
-    chosen = _spread(len(owners), budget)
+    chosen = spread_indices(len(owners), budget)
     return [(subject, rows[chosen][owners[chosen] == index]) for index, subject in enumerate(subjects)
             if np.any(owners[chosen] == index)]
 
