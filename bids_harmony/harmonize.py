@@ -242,7 +242,7 @@ class HarmonizedImage:
 
     image: Any  # nibabel.Nifti1Image, on the input's own grid
     source_slices: np.ndarray  # (n, H, W) normalised source slices on the model's grid
-    harmonized_slices: np.ndarray  # on the source slices' [0, 1] scale (may exceed 1 slightly)
+    harmonized_slices: np.ndarray  # on the source slices' [0, 1] scale (may exceed 1)
     geometry: Any  # preprocessing.SliceGeometry
     metadata: dict[str, Any]
     warnings: list[str]
@@ -345,12 +345,36 @@ def volume_consistent_levels(harmonized: np.ndarray, source: np.ndarray,
     return corrected
 
 
+def anchor_to_source_level(harmonized: np.ndarray, source: np.ndarray,
+                           foreground_threshold: float = 0.05) -> np.ndarray:
+    """Scale each harmonized slice so the brighter half of its head (white matter, mostly)
+    sits at the source slice's level.
+
+    Slices are min-max normalised, so a harmonized slice's level relative to its maximum (often
+    fat or a vessel) follows the target's slices at that position, not this head; mapped back
+    through the source's own range it drifts along the volume. Anchored to the source's
+    brighter half (median of the pixelwise source/harmonized ratio there), the volume keeps the
+    source's level from slice to slice and the harmonized contrast within each slice.
+    """
+    source = np.asarray(source, dtype=np.float32)
+    masks = foreground_masks(torch.as_tensor(source), foreground_threshold).numpy()
+    anchored = np.array(harmonized, dtype=np.float32, copy=True)
+    for index, (image, reference, mask) in enumerate(zip(anchored, source, masks)):
+        if mask.sum() < 10 * LEVEL_BINS:
+            continue
+        bright = mask & (reference >= np.median(reference[mask]))
+        if np.median(image[bright]) > _EPS:
+            anchored[index] = image * np.median(reference[bright] / np.maximum(image[bright], _EPS))
+    return anchored
+
+
 def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams | None = None,
                     strict: bool = False, **changes: Any) -> HarmonizedImage:
     """Harmonize a T1w volume (path or nibabel image) with the shared preprocessing.
 
     The result is on the input's own grid, in the source's intensity units: the harmonized
-    slices' levels are made consistent across slices (:func:`volume_consistent_levels`), then
+    slices' contrast is made consistent across slices (:func:`volume_consistent_levels`), each
+    slice's brighter half is put at the source's level (:func:`anchor_to_source_level`), and
     each is mapped back through its source slice's own minimum and maximum. ``strict`` turns
     the contrast warning into :class:`NotT1wLikeError`.
     """
@@ -369,9 +393,10 @@ def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams
         if strict:
             raise NotT1wLikeError(message)
         warnings.append(message)
-    harmonized[valid] = volume_consistent_levels(
+    consistent = volume_consistent_levels(
         harmonize_slices(slices[valid], model, geometry.positions[valid], params), slices[valid],
         params.foreground_threshold)
+    harmonized[valid] = anchor_to_source_level(consistent, slices[valid], params.foreground_threshold)
     output = from_slices(harmonized, geometry)
     metadata = {
         "parameters": dataclasses.asdict(params),

@@ -9,6 +9,7 @@ from bids_harmony.harmonize import (
     HarmonizationParams,
     HighPass,
     NotT1wLikeError,
+    anchor_to_source_level,
     correlation_gradient,
     edge_gradient,
     harmonize_image,
@@ -135,6 +136,25 @@ def test_a_t2w_image_is_flagged(model):
     assert t1.warnings == [] and t1.metadata["contrast_agreement"] > 0.5
 
 
+def test_anchor_to_source_level_restores_the_source_level_of_the_brighter_half():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:40, :48]
+    head = ((yy - 20) / 16) ** 2 + ((xx - 24) / 20) ** 2 < 1
+    source = np.stack([head * (0.3 + 0.6 * (xx / 48)) + 0.01 * rng.random((40, 48)) for _ in range(4)])
+    source = source.astype(np.float32)
+    # a contrast change inside the slice and a level that jumps from slice to slice
+    gains = np.array([0.6, 1.4, 0.9, 1.2], dtype=np.float32)[:, None, None]
+    harmonized = gains * source ** 1.5
+    anchored = anchor_to_source_level(harmonized, source)
+    for image, reference in zip(anchored, source):
+        bright = head & (reference >= np.median(reference[head]))
+        assert np.median(image[bright]) == pytest.approx(np.median(reference[bright]), rel=0.02)
+    # the contrast within each slice is the harmonized one
+    assert np.allclose(anchored[0] / anchored[0].max(), harmonized[0] / harmonized[0].max(), atol=1e-5)
+    empty = np.zeros((1, 40, 48), np.float32)
+    assert np.array_equal(anchor_to_source_level(empty, empty), empty)
+
+
 def test_harmonized_volume_has_no_more_banding_than_the_source(model, multiscanner_dataset):
     """Slices are harmonized one by one; the volume must not come out striped."""
     subject = multiscanner_dataset / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
@@ -149,11 +169,11 @@ def test_harmonized_volume_has_no_more_banding_than_the_source(model, multiscann
     harmonized_striping = slice_striping(harmonized, white_matter)
     print(f"banding: source {source_banding:.4f}, harmonized {harmonized_banding:.4f}; "
           f"striping: source {source_striping:.4f}, harmonized {harmonized_striping:.4f}")
-    # measured: stripes (deviation from the neighbours' mean) 0.10 % source, 0.14 % harmonized;
-    # adjacent-slice jumps, which also count the gain's smooth drift along the slices, 0.19 % and
-    # 0.46 %. The issue's target, no worse than the source, is not met yet (README).
+    # measured: stripes (deviation from the neighbours' mean) 0.12 % source, 0.14 % harmonized;
+    # adjacent-slice jumps 0.21 % and 0.27 % (0.46 % before anchor_to_source_level). The issue's
+    # target, no worse than the source, is not met yet on every volume (README).
     assert harmonized_striping <= source_striping * 1.5
-    assert harmonized_banding <= source_banding * 2.5
+    assert harmonized_banding <= source_banding * 1.5
     # and the image on the native grid is the grid volume put back
     native = np.asanyarray(result.image.dataobj)
     assert native.shape == nib.load(subject).shape and np.all(np.isfinite(native))
