@@ -66,7 +66,9 @@ def test_paper_preset_has_the_authors_parameter_count():
 
 
 def test_small_preset_is_small():
-    assert count_parameters(build_flow("small", shape=PAPER_SHAPE)) < 2_000_000
+    # 11.2 MB of float32 weights: with the target's mean slices (6.5 MB in float16) the bundled
+    # model stays under its 20 MB bound (checked on the file in test_training.py)
+    assert count_parameters(build_flow("small", shape=PAPER_SHAPE)) == 2_804_550
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
