@@ -286,74 +286,9 @@ def contrast_check(slices: np.ndarray, positions: np.ndarray, model: HarmonyMode
     return float(spearmanr(np.arange(len(medians)), medians)[0])
 
 
-LEVEL_SMOOTHING_SLICES = 3.0  # Gaussian sigma, in slices, of the harmonization gain profiles
-LEVEL_BINS = 8  # source-intensity bins (quantiles of the foreground) with a gain each
-LEVEL_ROUNDS = 3  # measure, smooth and correct rounds
-
-
-def _level_masks(source: np.ndarray, foreground_threshold: float) -> np.ndarray:
-    """The source foreground per slice, emptied where it is too small (fewer than ten pixels
-    per level bin) for the level statistics of :func:`volume_consistent_levels` and
-    :func:`anchor_to_source_level` to mean anything."""
-    masks = foreground_masks(torch.as_tensor(source), foreground_threshold).numpy()
-    masks[masks.reshape(len(masks), -1).sum(1) < 10 * LEVEL_BINS] = False
-    return masks
-
-
-def _bin_gains(harmonized: np.ndarray, source: np.ndarray, bins: list[np.ndarray | None],
-               masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per slice and source-intensity bin: the bin's source median and its gain (harmonized
-    median over source median); NaN centres where a bin is missing."""
-    centres = np.full((len(source), LEVEL_BINS), np.nan)
-    gains = np.ones((len(source), LEVEL_BINS))
-    for index, (image, reference, mask, labels) in enumerate(zip(harmonized, source, masks, bins)):
-        if labels is None:
-            continue
-        values, outputs = reference[mask], image[mask]
-        for level in range(LEVEL_BINS):
-            inside = labels == level
-            if inside.any() and np.median(values[inside]) > _EPS and np.median(outputs[inside]) > _EPS:
-                centres[index, level] = np.median(values[inside])
-                gains[index, level] = np.median(outputs[inside]) / centres[index, level]
-    return centres, gains
-
-
-def volume_consistent_levels(harmonized: np.ndarray, source: np.ndarray,
-                             foreground_threshold: float = 0.05) -> np.ndarray:
-    """Rescale consecutive harmonized slices so their tissue levels vary smoothly across slices.
-
-    Each slice is optimised on its own, so the level a tissue comes out at, relative to the
-    source slice, jitters from slice to slice, which stripes the volume. Per slice, the
-    foreground is split into ``LEVEL_BINS`` bins of source intensity (tissue classes, roughly)
-    and each bin's gain (harmonized median over source median) is measured; each bin's gain is
-    replaced by its smooth profile across slices (median filter, then Gaussian) and the slice
-    is multiplied by the ratio, interpolated in source intensity. A factor interpolated between
-    bin centres does not land every bin's median exactly on its profile, so this is repeated,
-    ``LEVEL_ROUNDS`` times in all. The contrast the optimisation found is kept; its
-    slice-to-slice jitter is not. The result may exceed 1 slightly.
-    """
-    from scipy import ndimage
-
-    source = np.asarray(source, dtype=np.float32)
-    masks = _level_masks(source, foreground_threshold)
-    bins: list[np.ndarray | None] = []
-    for reference, mask in zip(source, masks):
-        if not mask.any():
-            bins.append(None)
-            continue
-        edges = np.quantile(reference[mask], np.linspace(0.0, 1.0, LEVEL_BINS + 1)[1:-1])
-        bins.append(np.searchsorted(edges, reference[mask], side="right"))
-    corrected = np.array(harmonized, dtype=np.float32, copy=True)
-    for _ in range(LEVEL_ROUNDS):
-        centres, gains = _bin_gains(corrected, source, bins, masks)
-        smooth = ndimage.gaussian_filter1d(ndimage.median_filter(gains, size=(5, 1), mode="nearest"),
-                                           LEVEL_SMOOTHING_SLICES, axis=0, mode="nearest")
-        for index, image in enumerate(corrected):
-            known = np.isfinite(centres[index])
-            if known.sum() >= 2 and np.all(np.diff(centres[index, known]) > 0):
-                factor = np.interp(source[index], centres[index, known], (smooth[index] / gains[index])[known])
-                corrected[index] = image * factor
-    return corrected
+MIN_LEVEL_PIXELS = 80  # a slice's head below this is too small to measure a level on
+CHANGE_SMOOTHING_SLICES = 3.0  # Gaussian sigma, in slices, of the change's coarse part across slices
+CHANGE_DETAIL_PIXELS = 1.0  # in-plane Gaussian sigma (pixels) below which the change is detail
 
 
 def anchor_to_source_level(harmonized: np.ndarray, source: np.ndarray,
@@ -365,13 +300,14 @@ def anchor_to_source_level(harmonized: np.ndarray, source: np.ndarray,
     fat or a vessel) follows the target's slices at that position, not this head; mapped back
     through the source's own range it drifts along the volume. Anchored to the source's
     brighter half (median of the pixelwise source/harmonized ratio there), the volume keeps the
-    source's level from slice to slice and the harmonized contrast within each slice.
+    source's level from slice to slice and the harmonized contrast within each slice. Slices
+    whose head has fewer than ``MIN_LEVEL_PIXELS`` pixels are left as they are.
     """
     source = np.asarray(source, dtype=np.float32)
-    masks = _level_masks(source, foreground_threshold)
+    masks = foreground_masks(torch.as_tensor(source), foreground_threshold).numpy()
     anchored = np.array(harmonized, dtype=np.float32, copy=True)
     for index, (image, reference, mask) in enumerate(zip(anchored, source, masks)):
-        if not mask.any():
+        if mask.sum() < MIN_LEVEL_PIXELS:
             continue
         bright = mask & (reference >= np.median(reference[mask]))
         if np.median(image[bright]) > _EPS:
@@ -379,15 +315,42 @@ def anchor_to_source_level(harmonized: np.ndarray, source: np.ndarray,
     return anchored
 
 
+def smooth_change_across_slices(harmonized: np.ndarray, source: np.ndarray, spans: np.ndarray,
+                                valid: np.ndarray) -> np.ndarray:
+    """Smooth the coarse part of what harmonization changed across neighbouring slices.
+
+    Each slice is optimised on its own, so the tissue levels it comes out at jitter from slice
+    to slice around the trend, which stripes the volume. The change (harmonized minus source,
+    in the source's native units: ``spans`` are the slices' max - min) is split in-plane into
+    its detail (finer than ``CHANGE_DETAIL_PIXELS``: noise, sharp edges), kept slice by slice,
+    and its coarse part (levels, contrast, bias), replaced by a Gaussian average over
+    neighbouring slices (sigma ``CHANGE_SMOOTHING_SLICES``) that weighs only ``valid`` slices.
+    Arrays are ``(n_positions, H, W)`` on consecutive grid positions; invalid (and constant)
+    slices come back as they went in.
+    """
+    from scipy import ndimage
+
+    source = np.asarray(source, dtype=np.float64)
+    scale = np.asarray(spans, dtype=np.float64)[:, None, None]
+    weights = (np.asarray(valid, dtype=bool) & (np.asarray(spans) > 0)).astype(np.float64)[:, None, None]
+    change = (np.asarray(harmonized, dtype=np.float64) - source) * scale * weights
+    coarse = ndimage.gaussian_filter(change, (0, CHANGE_DETAIL_PIXELS, CHANGE_DETAIL_PIXELS))
+    spread = ndimage.gaussian_filter1d(coarse, CHANGE_SMOOTHING_SLICES, axis=0, mode="constant")
+    reach = ndimage.gaussian_filter1d(weights, CHANGE_SMOOTHING_SLICES, axis=0, mode="constant")
+    smoothed = change - coarse + spread / np.maximum(reach, _EPS)
+    result = source + smoothed / np.maximum(scale, _EPS)
+    return np.where(weights > 0, result, harmonized).astype(np.float32)
+
+
 def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams | None = None,
                     strict: bool = False, **changes: Any) -> HarmonizedImage:
     """Harmonize a T1w volume (path or nibabel image) with the shared preprocessing.
 
-    The result is on the input's own grid, in the source's intensity units: the harmonized
-    slices' contrast is made consistent across slices (:func:`volume_consistent_levels`), each
-    slice's brighter half is put at the source's level (:func:`anchor_to_source_level`), and
-    each is mapped back through its source slice's own minimum and maximum. ``strict`` turns
-    the contrast warning into :class:`NotT1wLikeError`.
+    The result is on the input's own grid, in the source's intensity units: each harmonized
+    slice's brighter half is put at the source's level (:func:`anchor_to_source_level`), the
+    coarse part of the change is smoothed across slices (:func:`smooth_change_across_slices`),
+    and each slice is mapped back through its source slice's own minimum and maximum.
+    ``strict`` turns the contrast warning into :class:`NotT1wLikeError`.
     """
     from .preprocessing import from_slices, to_slices
 
@@ -404,10 +367,11 @@ def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams
         if strict:
             raise NotT1wLikeError(message)
         warnings.append(message)
-    consistent = volume_consistent_levels(
+    harmonized[valid] = anchor_to_source_level(
         harmonize_slices(slices[valid], model, geometry.positions[valid], params), slices[valid],
         params.foreground_threshold)
-    harmonized[valid] = anchor_to_source_level(consistent, slices[valid], params.foreground_threshold)
+    harmonized = smooth_change_across_slices(harmonized, slices, geometry.slice_max - geometry.slice_min,
+                                             geometry.valid)
     output = from_slices(harmonized, geometry)
     metadata = {
         "parameters": dataclasses.asdict(params),

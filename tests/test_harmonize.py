@@ -15,6 +15,7 @@ from bids_harmony.harmonize import (
     harmonize_image,
     harmonize_slices,
     pearson,
+    smooth_change_across_slices,
     sobel_sign_mismatch,
 )
 from bids_harmony.model import load_model
@@ -155,6 +156,39 @@ def test_anchor_to_source_level_restores_the_source_level_of_the_brighter_half()
     assert np.array_equal(anchor_to_source_level(empty, empty), empty)
 
 
+def test_smooth_change_across_slices_removes_level_jitter_and_keeps_detail():
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:32, :40]
+    head = (((yy - 16) / 13) ** 2 + ((xx - 20) / 17) ** 2 < 1).astype(np.float64)
+    count = 24
+    source = np.stack([head * (0.4 + 0.5 * xx / 40) for _ in range(count)])
+    spans = np.linspace(800.0, 1200.0, count)  # native units differ from slice to slice
+    valid = np.ones(count, bool)
+    valid[[0, 11]] = False  # an empty slice at the edge and a gap inside
+    # harmonization: a contrast change along a smooth trend, a level that jitters slice by slice
+    # (in native units), and fine per-slice detail (a checkerboard) that must stay
+    trend = 1.0 + 0.01 * np.arange(count)[:, None, None]
+    jitter = 0.05 * rng.standard_normal(count)[:, None, None]
+    detail = 0.02 * head * np.where((yy + xx) % 2 == 0, 1.0, -1.0)
+    harmonized = source * trend + head * jitter * 1000.0 / spans[:, None, None] + detail
+    harmonized[~valid] = source[~valid]
+    smoothed = smooth_change_across_slices(harmonized, source, spans, valid)
+
+    core = head.astype(bool) & (np.abs(yy - 16) < 8)  # the head's inner part, away from its rim
+
+    def stripes(slices):  # each slice's native-unit change against its neighbours' mean
+        levels = np.array([np.median(change[core]) for change in (slices - source) * spans[:, None, None]])
+        return np.abs(levels[2:-1] - 0.5 * (levels[1:-2] + levels[3:]))[np.r_[0:8, 11:20]]
+
+    assert stripes(smoothed).mean() < 0.2 * stripes(harmonized).mean()
+    # the per-slice detail comes through almost whole, the trend stays, invalid slices are untouched
+    checker = np.where((yy + xx) % 2 == 0, 1.0, -1.0)
+    kept = np.array([(image * checker)[core].mean() for image in smoothed[valid]])
+    assert np.all(kept > 0.7 * 0.02)
+    assert np.median(smoothed[-1][core]) > np.median(smoothed[1][core])
+    assert np.array_equal(smoothed[~valid], harmonized[~valid].astype(np.float32))
+
+
 def test_harmonized_volume_has_no_more_banding_than_the_source(model, multiscanner_dataset):
     """Slices are harmonized one by one; the volume must not come out striped."""
     subject = multiscanner_dataset / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
@@ -169,11 +203,12 @@ def test_harmonized_volume_has_no_more_banding_than_the_source(model, multiscann
     harmonized_striping = slice_striping(harmonized, white_matter)
     print(f"banding: source {source_banding:.4f}, harmonized {harmonized_banding:.4f}; "
           f"striping: source {source_striping:.4f}, harmonized {harmonized_striping:.4f}")
-    # measured: stripes (deviation from the neighbours' mean) 0.12 % source, 0.14 % harmonized;
-    # adjacent-slice jumps 0.21 % and 0.27 % (0.46 % before anchor_to_source_level). The issue's
-    # target, no worse than the source, is not met yet on every volume (README).
-    assert harmonized_striping <= source_striping * 1.5
-    assert harmonized_banding <= source_banding * 1.5
+    # measured: stripes (deviation from the neighbours' mean) 0.11 % source, 0.12 % harmonized;
+    # adjacent-slice jumps 0.21 % and 0.24 % (0.29 % jumps, 0.14 % stripes with the per-bin level
+    # step that smooth_change_across_slices replaced). The issue's target, no worse than the source, holds on average
+    # over the simulated seeds' volumes for stripes, not on every volume (README).
+    assert harmonized_striping <= source_striping * 1.25
+    assert harmonized_banding <= source_banding * 1.25
     # and the image on the native grid is the grid volume put back
     native = np.asanyarray(result.image.dataobj)
     assert native.shape == nib.load(subject).shape and np.all(np.isfinite(native))
