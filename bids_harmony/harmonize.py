@@ -67,6 +67,7 @@ class HarmonizationParams:
     edge_threshold: float = 0.1  # Sobel-sign term: share of the slice's largest gradient
     init: str = "mean"  # start from the mean target slice ("mean") or the source ("source")
     foreground_threshold: float = 0.05  # source foreground: above this share of the slice range
+    target_background: bool = False  # put the background at the target's level (not in the paper)
     batch_size: int = 32
 
     def __post_init__(self) -> None:
@@ -173,6 +174,26 @@ def foreground_masks(slices: torch.Tensor, threshold: float) -> torch.Tensor:
     return slices > lows + threshold * (highs - lows)
 
 
+def with_target_background(harmonized: torch.Tensor, source: torch.Tensor, references: torch.Tensor,
+                           threshold: float) -> torch.Tensor:
+    """Shift each harmonized slice's background (outside the source foreground) so that its
+    median is the median background of the mean target slice ``references`` at that position.
+
+    The optimisation leaves the background, a few per cent of the slice range, at whatever level
+    the source's noise floor and the last steps give it; the target scanner has its own. The
+    shift keeps the background's texture, and touches no pixel of the head.
+    """
+    background = ~foreground_masks(source, threshold)
+    reference_background = ~foreground_masks(references, threshold)
+    shifted = harmonized.clone()
+    for index in range(len(harmonized)):
+        inside, reference = background[index], reference_background[index]
+        if inside.sum() >= MIN_LEVEL_PIXELS and reference.any():
+            level = references[index][reference].median() - harmonized[index][inside].median()
+            shifted[index][inside] = (harmonized[index][inside] + level).clamp(0.0, 1.0)
+    return shifted
+
+
 @torch.no_grad()
 def _harmonize_batch(x: torch.Tensor, start: torch.Tensor, model: HarmonyModel,
                      params: HarmonizationParams, highpass: HighPass | None) -> torch.Tensor:
@@ -232,7 +253,10 @@ def harmonize_slices(slices: np.ndarray | torch.Tensor, model: HarmonyModel,
                 start = starts_all[rows] * foreground_masks(x, params.foreground_threshold)
             else:
                 start = x
-            output[rows] = _harmonize_batch(x, start, model, params, highpass)
+            harmonized = _harmonize_batch(x, start, model, params, highpass)
+            if params.target_background:
+                harmonized = with_target_background(harmonized, x, starts_all[rows], params.foreground_threshold)
+            output[rows] = harmonized
     finally:
         model.flow.train(was_training)
     return output.cpu().numpy()

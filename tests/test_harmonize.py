@@ -17,6 +17,7 @@ from bids_harmony.harmonize import (
     pearson,
     smooth_change_across_slices,
     sobel_sign_mismatch,
+    with_target_background,
 )
 from bids_harmony.model import load_model
 from bids_harmony.preprocessing import grid_volume, mask_to_slices, to_slices
@@ -135,6 +136,28 @@ def test_a_t2w_image_is_flagged(model):
     assert flagged.metadata["contrast_agreement"] < 0.5
     t1 = harmonize_image(nib.load(str(template_file("T1w"))), model, iterations=1)
     assert t1.warnings == [] and t1.metadata["contrast_agreement"] > 0.5
+
+
+def test_target_background_moves_only_the_background_to_the_target_level(model, target_slices):
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:40, :48]
+    head = ((yy - 20) / 15) ** 2 + ((xx - 24) / 19) ** 2 < 1
+    noise = 0.01 * rng.random((40, 48))
+    source = torch.as_tensor(np.where(head, 0.6, 0.04 + noise)[None], dtype=torch.float32)
+    harmonized = torch.as_tensor(np.where(head, 0.7, 0.06 + noise)[None], dtype=torch.float32)
+    reference = torch.as_tensor(np.where(head, 0.5, 0.02)[None], dtype=torch.float32)
+    shifted = with_target_background(harmonized, source, reference, 0.05)[0].numpy()
+    assert np.median(shifted[~head]) == pytest.approx(0.02, abs=1e-6)
+    assert np.array_equal(shifted[head], harmonized[0].numpy()[head])
+    background = (0.06 + noise)[~head]
+    assert np.allclose(shifted[~head] - 0.02, background - np.median(background), atol=1e-6)  # texture kept
+    # on real slices: the head is as the optimisation left it, the background sits lower or higher
+    slices, positions = target_slices
+    source_slices = simulate_domain(slices, "gamma0.9")
+    plain = harmonize_slices(source_slices, model, positions)
+    moved = harmonize_slices(source_slices, model, positions, target_background=True)
+    foreground = source_slices > 0.05 * source_slices.reshape(len(slices), -1).max(1)[:, None, None]
+    assert np.array_equal(moved[foreground], plain[foreground]) and not np.array_equal(moved, plain)
 
 
 def test_anchor_to_source_level_restores_the_source_level_of_the_brighter_half():

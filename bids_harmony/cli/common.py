@@ -55,6 +55,9 @@ def add_harmonization_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--edge", choices=EDGE_TERMS, default=defaults.edge, help="edge term")
     group.add_argument("--init", choices=INITIALISATIONS, default=defaults.init,
                        help="start from the mean target slice at the position, or the source")
+    group.add_argument("--target-background", action="store_true",
+                       help="shift the background (outside the source's head) to the target's level "
+                       "after the optimisation (not in the paper; README: 'Harmonization')")
     group.add_argument("--harmonize-batch-size", type=int, default=defaults.batch_size,
                        help="slices optimised together")
 
@@ -66,6 +69,7 @@ def harmonization_params(args: argparse.Namespace) -> "HarmonizationParams":
     try:
         return HarmonizationParams(iterations=args.iterations, alpha=args.alpha, alpha2=args.alpha2,
                                    beta1=args.beta1, beta2=args.beta2, edge=args.edge, init=args.init,
+                                   target_background=args.target_background,
                                    batch_size=args.harmonize_batch_size)
     except ValueError as error:
         raise InputError(f"harmonization settings: {error}") from None
