@@ -17,6 +17,8 @@ alternations cost ``iterations - 1`` passes through the flow and back.
 
 Starting point: the mean target slice at the slice's position, masked by the source foreground.
 Everything runs in torch on the model's device, batched over slices, with no randomness.
+Afterwards (``target_background``, our addition), the pixels below the source foreground take
+the source's texture at the target's level: there is no tissue contrast there to harmonize.
 
 Gradient scales, so that the betas are fractions rather than magic numbers:
 
@@ -51,13 +53,14 @@ from .model import HarmonyModel, from_flow_output, to_flow_input
 EDGE_TERMS = ("highpass", "sobel")
 INITIALISATIONS = ("mean", "source")
 _EPS = 1e-8
+MIN_LEVEL_PIXELS = 80  # fewer pixels than this are too few to measure a level on
 
 
 @dataclass(frozen=True)
 class HarmonizationParams:
     """The optimisation's settings; defaults chosen by measurement (see the README)."""
 
-    iterations: int = 5
+    iterations: int = 4
     alpha: float = 1e-3  # latent shrink of the centred latent (likelihood step)
     alpha2: float = 0.06  # latent shrink of the latent's mean
     beta1: float = 0.4  # correlation fidelity step (fraction, see module docstring)
@@ -67,7 +70,7 @@ class HarmonizationParams:
     edge_threshold: float = 0.1  # Sobel-sign term: share of the slice's largest gradient
     init: str = "mean"  # start from the mean target slice ("mean") or the source ("source")
     foreground_threshold: float = 0.05  # source foreground: above this share of the slice range
-    target_background: bool = False  # put the background at the target's level (not in the paper)
+    target_background: bool = True  # below the foreground: source texture, target level (not in paper)
     batch_size: int = 32
 
     def __post_init__(self) -> None:
@@ -176,22 +179,24 @@ def foreground_masks(slices: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def with_target_background(harmonized: torch.Tensor, source: torch.Tensor, references: torch.Tensor,
                            threshold: float) -> torch.Tensor:
-    """Shift each harmonized slice's background (outside the source foreground) so that its
-    median is the median background of the mean target slice ``references`` at that position.
+    """Below the source foreground (air, and bone or fluid as dark), give each harmonized slice
+    the source's own texture, moved so that its median is the median background of the mean
+    target slice ``references`` at that position.
 
-    The optimisation leaves the background, a few per cent of the slice range, at whatever level
-    the source's noise floor and the last steps give it; the target scanner has its own. The
-    shift keeps the background's texture, and touches no pixel of the head.
+    There is no tissue contrast to harmonize there. The optimisation leaves that region at a
+    level set by the source's noise floor and the last steps, and with the source's noise
+    amplified; the target scanner has its own level. No pixel of the head changes.
     """
     background = ~foreground_masks(source, threshold)
     reference_background = ~foreground_masks(references, threshold)
-    shifted = harmonized.clone()
+    result = harmonized.clone()
     for index in range(len(harmonized)):
         inside, reference = background[index], reference_background[index]
         if inside.sum() >= MIN_LEVEL_PIXELS and reference.any():
-            level = references[index][reference].median() - harmonized[index][inside].median()
-            shifted[index][inside] = (harmonized[index][inside] + level).clamp(0.0, 1.0)
-    return shifted
+            texture = source[index][inside]
+            level = references[index][reference].median()
+            result[index][inside] = (texture - texture.median() + level).clamp(0.0, 1.0)
+    return result
 
 
 @torch.no_grad()
@@ -310,7 +315,6 @@ def contrast_check(slices: np.ndarray, positions: np.ndarray, model: HarmonyMode
     return float(spearmanr(np.arange(len(medians)), medians)[0])
 
 
-MIN_LEVEL_PIXELS = 80  # a slice's head below this is too small to measure a level on
 CHANGE_SMOOTHING_SLICES = 3.0  # Gaussian sigma, in slices, of the change's coarse part across slices
 CHANGE_DETAIL_PIXELS = 1.0  # in-plane Gaussian sigma (pixels) below which the change is detail
 

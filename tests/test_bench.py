@@ -65,7 +65,7 @@ def bench_run(multiscanner_dataset, tmp_path_factory):
     output = tmp_path_factory.mktemp("bench") / "out"
     code = bench_main([str(multiscanner_dataset), str(output), "--max-slices", "2", "--domains", "exp",
                        "gamma1.5", "--participant-label", "01", "02", "03", "--iterations", "2",
-                       "--target-background"])
+                       "--no-target-background"])
     return code, output
 
 
@@ -91,7 +91,7 @@ def test_bench_writes_the_papers_tables(bench_run):
     assert "| exp (simulated) | 2 |" in table and "BlindHarmony beta1=0" in table
     settings = json.loads((output / "bench_settings.json").read_text())
     assert settings["parameters"]["iterations"] == 2 and settings["model_sha256"]
-    assert settings["parameters"]["target_background"] is True
+    assert settings["parameters"]["target_background"] is False
     assert (output / "bench_panel.png").stat().st_size > 10_000
 
 

@@ -138,26 +138,28 @@ def test_a_t2w_image_is_flagged(model):
     assert t1.warnings == [] and t1.metadata["contrast_agreement"] > 0.5
 
 
-def test_target_background_moves_only_the_background_to_the_target_level(model, target_slices):
+def test_target_background_puts_the_sources_texture_at_the_target_level(model, target_slices):
     rng = np.random.default_rng(4)
     yy, xx = np.mgrid[:40, :48]
     head = ((yy - 20) / 15) ** 2 + ((xx - 24) / 19) ** 2 < 1
     noise = 0.01 * rng.random((40, 48))
     source = torch.as_tensor(np.where(head, 0.6, 0.04 + noise)[None], dtype=torch.float32)
-    harmonized = torch.as_tensor(np.where(head, 0.7, 0.06 + noise)[None], dtype=torch.float32)
+    harmonized = torch.as_tensor(np.where(head, 0.7, 0.06 + 3 * noise[::-1])[None], dtype=torch.float32)
     reference = torch.as_tensor(np.where(head, 0.5, 0.02)[None], dtype=torch.float32)
     shifted = with_target_background(harmonized, source, reference, 0.05)[0].numpy()
     assert np.median(shifted[~head]) == pytest.approx(0.02, abs=1e-6)
     assert np.array_equal(shifted[head], harmonized[0].numpy()[head])
-    background = (0.06 + noise)[~head]
-    assert np.allclose(shifted[~head] - 0.02, background - np.median(background), atol=1e-6)  # texture kept
-    # on real slices: the head is as the optimisation left it, the background sits lower or higher
+    background = noise[~head]
+    assert np.allclose(shifted[~head] - 0.02, background - np.median(background), atol=1e-6)  # the source's
+    # on real slices: the head is as the optimisation left it, the background is the source's
     slices, positions = target_slices
     source_slices = simulate_domain(slices, "gamma0.9")
-    plain = harmonize_slices(source_slices, model, positions)
-    moved = harmonize_slices(source_slices, model, positions, target_background=True)
+    plain = harmonize_slices(source_slices, model, positions, target_background=False)
+    moved = harmonize_slices(source_slices, model, positions)
     foreground = source_slices > 0.05 * source_slices.reshape(len(slices), -1).max(1)[:, None, None]
     assert np.array_equal(moved[foreground], plain[foreground]) and not np.array_equal(moved, plain)
+    shift = (moved - source_slices)[0][~foreground[0] & (moved[0] > 0)]  # unclamped background
+    assert shift.size > 1000 and np.ptp(shift) < 1e-5
 
 
 def test_anchor_to_source_level_restores_the_source_level_of_the_brighter_half():
@@ -224,10 +226,10 @@ def test_harmonized_volume_has_no_more_banding_than_the_source(model, multiscann
     harmonized_banding = slice_banding(harmonized, white_matter)
     source_striping = slice_striping(source, white_matter)
     harmonized_striping = slice_striping(harmonized, white_matter)
-    print(f"banding: source {source_banding:.4f}, harmonized {harmonized_banding:.4f}; "
-          f"striping: source {source_striping:.4f}, harmonized {harmonized_striping:.4f}")
-    # measured: stripes (deviation from the neighbours' mean) 0.11 % source, 0.12 % harmonized;
-    # adjacent-slice jumps 0.21 % and 0.24 % (0.29 % jumps, 0.14 % stripes with the per-bin level
+    print(f"banding: source {source_banding:.5f}, harmonized {harmonized_banding:.5f}; "
+          f"striping: source {source_striping:.5f}, harmonized {harmonized_striping:.5f}")
+    # measured: stripes (deviation from the neighbours' mean) 0.114 % source, 0.137 % harmonized;
+    # adjacent-slice jumps 0.209 % and 0.227 % (0.29 % jumps, 0.14 % stripes with the per-bin level
     # step that smooth_change_across_slices replaced). The issue's target, no worse than the source, holds on average
     # over the simulated seeds' volumes for stripes, not on every volume (README).
     assert harmonized_striping <= source_striping * 1.25

@@ -55,9 +55,11 @@ def add_harmonization_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--edge", choices=EDGE_TERMS, default=defaults.edge, help="edge term")
     group.add_argument("--init", choices=INITIALISATIONS, default=defaults.init,
                        help="start from the mean target slice at the position, or the source")
-    group.add_argument("--target-background", action="store_true",
-                       help="shift the background (outside the source's head) to the target's level "
-                       "after the optimisation (not in the paper; README: 'Harmonization')")
+    group.add_argument("--target-background", action=argparse.BooleanOptionalAction,
+                       default=defaults.target_background,
+                       help="below the source foreground, keep the source's texture at the target's "
+                       "level (not in the paper; --no-target-background gives the paper's output "
+                       "there; README: 'Harmonization')")
     group.add_argument("--harmonize-batch-size", type=int, default=defaults.batch_size,
                        help="slices optimised together")
 
