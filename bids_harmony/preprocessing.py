@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -202,8 +203,11 @@ def _rigid_template_to_native(data: np.ndarray, affine: np.ndarray, brain: bool 
     ants.config._random_seed = _REGISTRATION_SEED
     moving = _to_ants(*_world_aligned(data, affine, _REGISTRATION_MM))
     fixed = _to_ants(*_template_for_registration(brain))
-    result = ants.registration(fixed, moving, type_of_transform="Rigid")
-    transform = ants.read_transform(result["fwdtransforms"][0])
+    # antspyx leaves its transform file in the shared temporary folder unless told where to write
+    with tempfile.TemporaryDirectory(prefix="bids_harmony-ants-") as scratch:
+        result = ants.registration(fixed, moving, type_of_transform="Rigid",
+                                   outprefix=os.path.join(scratch, "rigid_"))
+        transform = ants.read_transform(result["fwdtransforms"][0])
     matrix = np.asarray(transform.parameters[:9], dtype=np.float64).reshape(3, 3)
     translation = np.asarray(transform.parameters[9:12], dtype=np.float64)
     centre = np.asarray(transform.fixed_parameters, dtype=np.float64)

@@ -1,5 +1,6 @@
 """Native T1w <-> slice grid: placement, normalisation, inversion, refusal of bad input."""
 import gzip
+import tempfile
 
 import nibabel as nib
 import numpy as np
@@ -79,6 +80,13 @@ def test_rigid_placement_is_reproducible(source_scan):
     _, first = to_slices(source_scan[0], CONFIG)
     _, second = to_slices(source_scan[0], CONFIG)
     assert np.array_equal(first.template_to_native, second.template_to_native)
+
+
+def test_placement_leaves_no_temporary_files(source_scan, tmp_path, monkeypatch):
+    """antspyx writes every registration's transform to the temporary folder and keeps it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    to_slices(source_scan[0], CONFIG)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _write_bytes(path, content):

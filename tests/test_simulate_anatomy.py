@@ -1,5 +1,6 @@
 """Anatomy sources: real brains turned into plausible tissue fractions."""
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -46,3 +47,14 @@ def test_tissue_fractions_are_plausible(name):
 def test_unknown_anatomy_is_refused():
     with pytest.raises(InputError, match="unknown anatomy 'nope'"):
         load_anatomy("nope")
+
+
+def test_deriving_colin27_leaves_no_temporary_files(tmp_path, monkeypatch):
+    """ants.atropos keeps its posteriors in the temporary folder unless steered away."""
+    if available_anatomies()["colin27"] is not None and not REQUIRE_ALL:
+        pytest.skip(available_anatomies()["colin27"])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    source = SOURCES["colin27"]
+    fractions, _ = source.derive(source.files())
+    assert fractions.shape[0] == len(TISSUE_INDEX)
+    assert list(tmp_path.iterdir()) == [] and tempfile.tempdir == str(tmp_path)

@@ -14,9 +14,10 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -193,6 +194,21 @@ def _derive_icbm(files: dict[str, Path]):
     return _assemble(np.stack([csf, gm, wm]), head, affine)
 
 
+@contextmanager
+def _private_tempdir() -> Iterator[None]:
+    """Send files made through ``tempfile`` to a private folder, removed afterwards.
+
+    ``ants.atropos`` writes its posteriors (13 MB for Colin27) to names from ``tempfile.mktemp``
+    and never deletes them, and takes no folder to write to.
+    """
+    with tempfile.TemporaryDirectory(prefix="bids_harmony-ants-") as scratch:
+        previous, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
 def _derive_colin(files: dict[str, Path]):
     import ants  # antspyx: imported lazily, it is slow to import
 
@@ -200,11 +216,12 @@ def _derive_colin(files: dict[str, Path]):
     brain_image = ants.image_read(str(files["brain"]))
     brain_mask = ndimage.binary_fill_holes(brain_image.numpy() > 0)
     mask_image = brain_image.new_image_like(brain_mask.astype(np.float32))
-    segmentation = ants.atropos(
-        a=brain_image, x=mask_image, i="kmeans[3]", m="[0.2,1x1x1]", c="[5,0]"
-    )
-    # k-means classes are ordered by mean intensity: CSF, GM, WM on a T1w image
-    posteriors = np.stack([image.numpy() for image in segmentation["probabilityimages"]])
+    with _private_tempdir():
+        segmentation = ants.atropos(
+            a=brain_image, x=mask_image, i="kmeans[3]", m="[0.2,1x1x1]", c="[5,0]"
+        )
+        # k-means classes are ordered by mean intensity: CSF, GM, WM on a T1w image
+        posteriors = np.stack([image.numpy() for image in segmentation["probabilityimages"]])
     posteriors = posteriors.astype(np.float32) * brain_mask
     return _assemble(posteriors, head, affine)
 
