@@ -49,12 +49,14 @@ def test_unknown_anatomy_is_refused():
         load_anatomy("nope")
 
 
-def test_deriving_colin27_leaves_no_temporary_files(tmp_path, monkeypatch):
-    """ants.atropos keeps its posteriors in the temporary folder unless steered away."""
+def test_deriving_colin27_is_reproducible_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    """ants.atropos seeds its k-means from the clock and keeps its posteriors in the temporary
+    folder, unless told otherwise."""
     if available_anatomies()["colin27"] is not None and not REQUIRE_ALL:
         pytest.skip(available_anatomies()["colin27"])
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     source = SOURCES["colin27"]
-    fractions, _ = source.derive(source.files())
-    assert fractions.shape[0] == len(TISSUE_INDEX)
+    first, _ = source.derive(source.files())
+    second, _ = source.derive(source.files())
+    assert first.shape[0] == len(TISSUE_INDEX) and np.array_equal(first, second)
     assert list(tmp_path.iterdir()) == [] and tempfile.tempdir == str(tmp_path)

@@ -66,20 +66,30 @@ def _white_matter_levels(slices: np.ndarray, white_matter: np.ndarray, min_voxel
                      for image, mask in zip(slices, white_matter)])
 
 
-def slice_banding(slices: np.ndarray, white_matter: np.ndarray, min_voxels: int = 50) -> float:
+def slice_banding(slices: np.ndarray, white_matter: np.ndarray, min_voxels: int = 50,
+                  detrend_slices: float | None = None) -> float:
     """Median jump of the white matter's median intensity between adjacent slices, relative to
     its median over the volume: how much a slice-by-slice method stripes a volume. A smooth
-    drift of the level along the slices counts too (see :func:`slice_striping`).
+    drift of the level along the slices counts too (see :func:`slice_striping`), unless
+    ``detrend_slices`` is given: the level's Gaussian average over that many slices (sigma) is
+    then taken off first, so that a drift such as a scanner's field profile along the head does
+    not count, only banding proper.
 
     ``slices`` (n, H, W) in the volume's intensity scale, ``white_matter`` the matching mask;
     slices with fewer than ``min_voxels`` white-matter pixels are skipped (and break adjacency).
     """
     levels = _white_matter_levels(slices, white_matter, min_voxels)
+    levels = levels / np.nanmedian(levels)
+    if detrend_slices is not None:
+        measured = np.isfinite(levels)
+        weights = ndimage.gaussian_filter1d(measured.astype(float), detrend_slices, mode="nearest")
+        trend = ndimage.gaussian_filter1d(np.where(measured, levels, 0.0), detrend_slices, mode="nearest")
+        levels = levels - trend / np.maximum(weights, 1e-12)
     jumps = np.abs(np.diff(levels))
     jumps = jumps[np.isfinite(jumps)]
     if not len(jumps):
         raise ValueError("too few slices with white matter to measure banding")
-    return float(np.median(jumps) / np.nanmedian(levels))
+    return float(np.median(jumps))
 
 
 def slice_striping(slices: np.ndarray, white_matter: np.ndarray, min_voxels: int = 50) -> float:

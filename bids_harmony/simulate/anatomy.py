@@ -28,7 +28,7 @@ from ..errors import InputError
 from .tissues import TISSUE_INDEX, TISSUES
 
 #: Bumped whenever the derivation below changes, so stale caches are not reused.
-DERIVATION_VERSION = 2
+DERIVATION_VERSION = 3
 _TAPER_MM = 8.0
 
 
@@ -217,8 +217,10 @@ def _derive_colin(files: dict[str, Path]):
     brain_mask = ndimage.binary_fill_holes(brain_image.numpy() > 0)
     mask_image = brain_image.new_image_like(brain_mask.astype(np.float32))
     with _private_tempdir():
+        # r=0: a constant seed; by default Atropos seeds its k-means from the clock, and the
+        # simulated heads would change with every derivation of the cache
         segmentation = ants.atropos(
-            a=brain_image, x=mask_image, i="kmeans[3]", m="[0.2,1x1x1]", c="[5,0]"
+            a=brain_image, x=mask_image, i="kmeans[3]", m="[0.2,1x1x1]", c="[5,0]", r=0
         )
         # k-means classes are ordered by mean intensity: CSF, GM, WM on a T1w image
         posteriors = np.stack([image.numpy() for image in segmentation["probabilityimages"]])
