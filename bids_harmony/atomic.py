@@ -1,7 +1,10 @@
-"""Files that appear whole or not at all: written beside their target, then renamed over it."""
+"""Files that appear whole or not at all (written beside their target, then renamed over it),
+and the checksum that tells one file from another."""
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,3 +29,19 @@ def atomic_write(path: str | Path, mode: str = "wb", newline: str | None = None)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def atomic_copy(source: str | Path, destination: str | Path) -> None:
+    """Copy ``source`` to ``destination`` so that ``destination`` appears only once complete."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with open(source, "rb") as reader, atomic_write(destination) as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -26,3 +26,21 @@ class BidsError(BidsHarmonyError):
     """The dataset is not valid BIDS or lacks what the command needs."""
 
     exit_code = 4
+
+
+class OutputExistsError(InputError):
+    """An output folder already holds files that a command would not replace unasked."""
+
+
+class SettingsError(InputError):
+    """A harmonization setting has a wrong type or value, or is unknown."""
+
+
+class NotT1wLikeError(InputError):
+    """In strict mode: the source does not order its tissues as the target's T1w does."""
+
+
+class ProcessingError(BidsHarmonyError):
+    """An external tool (ANTs registration, deepbet, the BIDS validator) failed on an input."""
+
+    exit_code = 5

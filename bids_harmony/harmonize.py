@@ -39,7 +39,6 @@ Gradient scales, so that the betas are fractions rather than magic numbers:
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -48,45 +47,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .errors import NotT1wLikeError
 from .model import HarmonyModel, from_flow_output, to_flow_input
+from .settings import HarmonizationParams
 
-EDGE_TERMS = ("highpass", "sobel")
-INITIALISATIONS = ("mean", "source")
 _EPS = 1e-8
 MIN_LEVEL_PIXELS = 80  # fewer pixels than this are too few to measure a level on
-
-
-@dataclass(frozen=True)
-class HarmonizationParams:
-    """The optimisation's settings; defaults chosen by measurement (see the README)."""
-
-    iterations: int = 4
-    alpha: float = 1e-3  # latent shrink of the centred latent (likelihood step)
-    alpha2: float = 0.06  # latent shrink of the latent's mean
-    beta1: float = 0.4  # correlation fidelity step (fraction, see module docstring)
-    beta2: float = 0.5  # edge fidelity step
-    edge: str = "highpass"
-    highpass_radius: float = 0.05
-    edge_threshold: float = 0.1  # Sobel-sign term: share of the slice's largest gradient
-    init: str = "mean"  # start from the mean target slice ("mean") or the source ("source")
-    foreground_threshold: float = 0.05  # source foreground: above this share of the slice range
-    target_background: bool = True  # below the foreground: source texture, target level (not in paper)
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.edge not in EDGE_TERMS:
-            raise ValueError(f"edge must be one of {EDGE_TERMS}, got {self.edge!r}")
-        if self.init not in INITIALISATIONS:
-            raise ValueError(f"init must be one of {INITIALISATIONS}, got {self.init!r}")
-        if self.iterations < 1 or self.batch_size < 1:
-            raise ValueError("iterations and batch_size must be at least 1")
-        for name in ("alpha", "alpha2", "beta1", "beta2", "highpass_radius", "edge_threshold",
-                     "foreground_threshold"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a non-negative number")
-
-    def replace(self, **changes: Any) -> "HarmonizationParams":
-        return dataclasses.replace(self, **changes)
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -286,10 +252,6 @@ T1W_LIKE_MIN_AGREEMENT = 0.5
 CONTRAST_BINS = 10
 
 
-class NotT1wLikeError(ValueError):
-    """Raised in strict mode when the source does not look like the target's contrast."""
-
-
 def contrast_check(slices: np.ndarray, positions: np.ndarray, model: HarmonyModel) -> float:
     """Does the source order tissues as the target does? A rank correlation in [-1, 1].
 
@@ -370,22 +332,24 @@ def smooth_change_across_slices(harmonized: np.ndarray, source: np.ndarray, span
     return np.where(weights > 0, result, harmonized).astype(np.float32)
 
 
-def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams | None = None,
-                    strict: bool = False, **changes: Any) -> HarmonizedImage:
-    """Harmonize a T1w volume (path or nibabel image) with the shared preprocessing.
+@dataclass
+class PreparedT1w:
+    """A T1w on the model's slices, checked: what the harmonization step needs."""
 
-    The result is on the input's own grid, in the source's intensity units: each harmonized
-    slice's brighter half is put at the source's level (:func:`anchor_to_source_level`), the
-    coarse part of the change is smoothed across slices (:func:`smooth_change_across_slices`),
-    and each slice is mapped back through its source slice's own minimum and maximum.
-    ``strict`` turns the contrast warning into :class:`NotT1wLikeError`.
-    """
-    from .preprocessing import from_slices, to_slices
+    slices: np.ndarray  # (n_positions, H, W) in [0, 1]
+    geometry: Any  # preprocessing.SliceGeometry
+    agreement: float  # contrast_check's tissue-order agreement
+    warnings: list[str]
 
-    params = (params or HarmonizationParams()).replace(**changes)
+
+def prepare_t1w(image: Any, model: HarmonyModel, strict: bool = False) -> PreparedT1w:
+    """The first step of :func:`harmonize_image`: the shared preprocessing and the contrast
+    check. ``strict`` turns the contrast warning into :class:`NotT1wLikeError`."""
+    from .preprocessing import load_t1w, to_slices
+
+    image, _, name = load_t1w(image)
     slices, geometry = to_slices(image, model.preprocessing)
     valid = np.flatnonzero(geometry.valid)
-    harmonized = slices.copy()
     warnings: list[str] = []
     agreement = contrast_check(slices[valid], geometry.positions[valid], model)
     if not agreement >= T1W_LIKE_MIN_AGREEMENT:
@@ -393,18 +357,59 @@ def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams
                    f"{agreement:.2f} with the target's mean slices, expected at least "
                    f"{T1W_LIKE_MIN_AGREEMENT}); BlindHarmony assumes T1w-like input")
         if strict:
-            raise NotT1wLikeError(message)
+            raise NotT1wLikeError(f"{name}: {message}")
         warnings.append(message)
-    harmonized[valid] = anchor_to_source_level(
-        harmonize_slices(slices[valid], model, geometry.positions[valid], params), slices[valid],
-        params.foreground_threshold)
-    harmonized = smooth_change_across_slices(harmonized, slices, geometry.slice_max - geometry.slice_min,
-                                             geometry.valid)
-    output = from_slices(harmonized, geometry)
+    return PreparedT1w(slices, geometry, agreement, warnings)
+
+
+def harmonize_volume_slices(slices: np.ndarray, geometry: Any, model: HarmonyModel,
+                            params: HarmonizationParams | None = None) -> np.ndarray:
+    """The second step: harmonize a volume's valid slices and anchor each to its source level.
+
+    Invalid slices come back unchanged; the result is on the source slices' [0, 1] scale.
+    """
+    params = params or HarmonizationParams()
+    valid = np.flatnonzero(geometry.valid)
+    harmonized = np.array(slices, dtype=np.float32, copy=True)
+    if len(valid):
+        harmonized[valid] = anchor_to_source_level(
+            harmonize_slices(slices[valid], model, geometry.positions[valid], params), slices[valid],
+            params.foreground_threshold)
+    return harmonized
+
+
+def reassemble(harmonized: np.ndarray, slices: np.ndarray, geometry: Any) -> tuple[np.ndarray, Any]:
+    """The last step: smooth the change across slices and put the volume back on the native grid.
+
+    Returns the final slices (on the source slices' scale) and the native-grid image.
+    """
+    from .preprocessing import from_slices
+
+    final = smooth_change_across_slices(harmonized, slices, geometry.slice_max - geometry.slice_min,
+                                        geometry.valid)
+    return final, from_slices(final, geometry)
+
+
+def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams | None = None,
+                    strict: bool = False, **changes: Any) -> HarmonizedImage:
+    """Harmonize a T1w volume (path or nibabel image) with the shared preprocessing.
+
+    The result is on the input's own grid, in the source's intensity units: each harmonized
+    slice's brighter half is put at the source's level (:func:`anchor_to_source_level`), the
+    coarse part of the change is smoothed across slices (:func:`smooth_change_across_slices`),
+    and each slice is mapped back through its source slice's own minimum and maximum. The
+    three steps (:func:`prepare_t1w`, :func:`harmonize_volume_slices`, :func:`reassemble`) are
+    the ones the participant workflow runs as separate nodes. ``strict`` turns the contrast
+    warning into :class:`NotT1wLikeError`.
+    """
+    params = (params or HarmonizationParams()).replace(**changes)
+    prepared = prepare_t1w(image, model, strict)
+    harmonized = harmonize_volume_slices(prepared.slices, prepared.geometry, model, params)
+    final, output = reassemble(harmonized, prepared.slices, prepared.geometry)
     metadata = {
-        "parameters": dataclasses.asdict(params),
-        "valid_slices": int(len(valid)),
-        "contrast_agreement": round(agreement, 4),
+        "parameters": params.to_dict(),
+        "valid_slices": int(prepared.geometry.valid.sum()),
+        "contrast_agreement": round(prepared.agreement, 4),
         "model_sha256": model.sha256,
     }
-    return HarmonizedImage(output, slices, harmonized, geometry, metadata, warnings)
+    return HarmonizedImage(output, prepared.slices, final, prepared.geometry, metadata, prepared.warnings)

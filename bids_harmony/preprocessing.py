@@ -20,6 +20,7 @@ geometry; a model records the choice, so harmonization applies the same.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -32,12 +33,14 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from .errors import InputError
+from .errors import InputError, ProcessingError
+from .threads import ants_single_threaded
 
 ImageLike = Union[str, os.PathLike, nib.spatialimages.SpatialImage]
 
 _REGISTRATION_MM = 3.0
 _REGISTRATION_SEED = 20230510
+_FLIP_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (ANTs, ITK)
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ def _to_ants(data: np.ndarray, affine: np.ndarray):
 
 def _rigid_template_to_native(data: np.ndarray, affine: np.ndarray, brain: bool = False) -> np.ndarray:
     """Rigid transform (4x4, RAS mm) taking template points to the native image's world."""
+    ants_single_threaded()
     import ants
 
     # Reproducible registration: ANTs seeds its metric sampling from this setting (and runs
@@ -208,14 +212,18 @@ def _rigid_template_to_native(data: np.ndarray, affine: np.ndarray, brain: bool 
         result = ants.registration(fixed, moving, type_of_transform="Rigid",
                                    outprefix=os.path.join(scratch, "rigid_"))
         transform = ants.read_transform(result["fwdtransforms"][0])
-    matrix = np.asarray(transform.parameters[:9], dtype=np.float64).reshape(3, 3)
-    translation = np.asarray(transform.parameters[9:12], dtype=np.float64)
-    centre = np.asarray(transform.fixed_parameters, dtype=np.float64)
+    return _itk_to_ras(transform.parameters, transform.fixed_parameters)
+
+
+def _itk_to_ras(parameters, centre) -> np.ndarray:
+    """An ITK affine (12 parameters and its centre, LPS) as a 4x4 RAS matrix."""
+    parameters = np.asarray(parameters, dtype=np.float64)
+    matrix, translation = parameters[:9].reshape(3, 3), parameters[9:12]
+    centre = np.asarray(centre, dtype=np.float64)
     lps = np.eye(4)
     lps[:3, :3] = matrix
     lps[:3, 3] = translation + centre - matrix @ centre  # ITK: T(p) = A (p - c) + t + c
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    return flip @ lps @ flip
+    return _FLIP_LPS @ lps @ _FLIP_LPS
 
 
 def _centre_template_to_native(data: np.ndarray, affine: np.ndarray, config: PreprocessingConfig):
@@ -265,6 +273,12 @@ def minmax_slices(slices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return normalised.astype(np.float32), lows, highs
 
 
+def _summary(error: Exception) -> str:
+    """An external tool's exception in one line (ITK's reports span many)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1] if lines else 'no message'}"
+
+
 def to_slices(
     image: ImageLike, config: Any, geometry: SliceGeometry | None = None
 ) -> tuple[np.ndarray, SliceGeometry]:
@@ -274,19 +288,25 @@ def to_slices(
     another image reuses its placement, so a paired image on the same head is sliced on
     exactly the same grid (its own intensities are normalised anew).
     """
-    image, data, _ = load_t1w(image)
+    image, data, name = load_t1w(image)
     config = geometry.config if geometry is not None else _config_of(config)
     brain_mask = None
     if config.brain_extraction:
-        brain_mask = extract_brain(image)
+        try:
+            brain_mask = extract_brain(image)
+        except Exception as error:  # deepbet's own failures (odd grids, too little head)
+            raise ProcessingError(f"{name}: brain extraction (deepbet) failed ({_summary(error)})") from error
         data = data * brain_mask
     if geometry is not None:
         template_to_native = geometry.template_to_native
-    else:
-        if config.placement == "rigid":
+    elif config.placement == "rigid":
+        try:
             template_to_native = _rigid_template_to_native(data, image.affine, config.brain_extraction)
-        else:
-            template_to_native = _centre_template_to_native(data, image.affine, config)
+        except Exception as error:  # ANTs raises RuntimeError with ITK's multi-line report
+            raise ProcessingError(f"{name}: the rigid registration to the template (ANTs) failed "
+                                  f"({_summary(error)})") from error
+    else:
+        template_to_native = _centre_template_to_native(data, image.affine, config)
     grid = _native_to_grid(data, image.affine, template_to_native, config)
     normalised, lows, highs = minmax_slices(np.moveaxis(grid, 2, 0))  # (positions, H, W)
     foreground = grid > threshold_otsu(grid) if grid.max() > grid.min() else np.zeros_like(grid, bool)
@@ -331,3 +351,89 @@ def from_slices(slices: np.ndarray, geometry: SliceGeometry) -> nib.Nifti1Image:
     output.set_data_dtype(np.float32)
     output.header.set_slope_inter(1.0, 0.0)
     return output
+
+
+ITK_TRANSFORM_HEADER = "#Insight Transform File V1.0"
+
+
+def write_itk_transform(template_to_native: np.ndarray, path: str | Path) -> None:
+    """The rigid placement as an ITK text transform "from the T1w to the grid".
+
+    As ANTs and nitransforms read it (LPS millimetres; the transform maps points of the grid's
+    space to the T1w's), ``antsApplyTransforms -i T1w -r <grid image> -t <file>`` resamples the
+    T1w onto the 1.2 mm grid.
+    """
+    lps = _FLIP_LPS @ np.asarray(template_to_native, dtype=np.float64) @ _FLIP_LPS
+    parameters = " ".join(repr(float(value)) for value in [*lps[:3, :3].ravel(), *lps[:3, 3]])
+    Path(path).write_text(f"{ITK_TRANSFORM_HEADER}\n#Transform 0\nTransform: AffineTransform_double_3_3\n"
+                          f"Parameters: {parameters}\nFixedParameters: 0 0 0\n")
+
+
+def read_itk_transform(path: str | Path) -> np.ndarray:
+    """The 4x4 template-to-native (RAS) matrix of a file written by :func:`write_itk_transform`
+    (or any single ITK affine text transform)."""
+    path = Path(path)
+    fields = {}
+    for line in path.read_text().splitlines():
+        key, separator, value = line.partition(":")
+        if separator:
+            fields[key.strip()] = value.split()
+    try:
+        return _itk_to_ras(np.asarray(fields["Parameters"], dtype=np.float64)[:12],
+                           np.asarray(fields.get("FixedParameters", ["0", "0", "0"]), dtype=np.float64))
+    except (KeyError, ValueError) as error:
+        raise InputError(f"{path}: not an ITK affine text transform ({error})") from None
+
+
+def save_geometry(geometry: SliceGeometry, path: str | Path, transform_path: str | Path) -> None:
+    """The geometry as a JSON file plus the placement as an ITK transform beside it, so that a
+    later step (another process, a later run) can put slices back without the image in memory."""
+    path, transform_path = Path(path), Path(transform_path)
+    write_itk_transform(geometry.template_to_native, transform_path)
+    content = {
+        "config": geometry.config.to_dict(),
+        "native_shape": list(geometry.native_shape),
+        "native_affine": np.asarray(geometry.native_affine, dtype=np.float64).tolist(),
+        "transform": transform_path.name if transform_path.parent == path.parent else str(transform_path),
+        "positions": np.asarray(geometry.positions).tolist(),
+        "valid": np.asarray(geometry.valid, dtype=bool).tolist(),
+        "slice_min": np.asarray(geometry.slice_min, dtype=np.float64).tolist(),
+        "slice_max": np.asarray(geometry.slice_max, dtype=np.float64).tolist(),
+    }
+    path.write_text(json.dumps(content) + "\n")
+
+
+def load_geometry(path: str | Path, native_image: ImageLike | None = None) -> SliceGeometry:
+    """A geometry saved by :func:`save_geometry`; ``native_image`` (the T1w it came from) gives
+    the header that :func:`from_slices` copies."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+        config = PreprocessingConfig.from_dict(content["config"])
+        transform = read_itk_transform(path.parent / content["transform"])
+        header = None
+        if native_image is not None:
+            native = native_image if isinstance(native_image, nib.spatialimages.SpatialImage) else nib.load(str(native_image))
+            header = native.header.copy() if isinstance(native.header, nib.Nifti1Header) else None
+        return SliceGeometry(
+            config=config,
+            native_shape=tuple(int(n) for n in content["native_shape"]),
+            native_affine=np.asarray(content["native_affine"], dtype=np.float64),
+            template_to_native=transform,
+            positions=np.asarray(content["positions"], dtype=np.int64),
+            valid=np.asarray(content["valid"], dtype=bool),
+            slice_min=np.asarray(content["slice_min"], dtype=np.float64),
+            slice_max=np.asarray(content["slice_max"], dtype=np.float64),
+            native_header=header,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{path}: not a readable slice geometry file ({error})") from None
+
+
+def grid_image(slices: np.ndarray, geometry: SliceGeometry) -> nib.Nifti1Image:
+    """Slices on the 1.2 mm grid as an image in the grid's own space (template millimetres):
+    the reference that the saved transform resamples the T1w onto."""
+    image = nib.Nifti1Image(grid_volume(slices, geometry), geometry.config.grid_affine)
+    image.set_data_dtype(np.float32)
+    image.header.set_xyzt_units("mm")
+    return image

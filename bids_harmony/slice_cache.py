@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .__about__ import __version__
 from .atomic import atomic_write
 from .preprocessing import PreprocessingConfig, to_slices
+from .threads import limit_threads
 
 _SCALE = 65535.0
 
@@ -74,14 +75,6 @@ def _build_entry(job: tuple[Path, PreprocessingConfig, Path]) -> tuple[Path, Pat
     return source, slices_file, positions_file
 
 
-def _single_threaded() -> None:
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    threadpool_limits(1)
-
-
 def build_cache(sources: list[Path], config: PreprocessingConfig, cache_dir: Path,
                 nprocs: int = 1, progress: bool = True) -> list[CachedImage]:
     """Preprocess every source image not yet cached (``nprocs`` workers); return all entries."""
@@ -95,7 +88,7 @@ def build_cache(sources: list[Path], config: PreprocessingConfig, cache_dir: Pat
             bar.update()
     else:
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(nprocs, mp_context=context, initializer=_single_threaded) as pool:
+        with ProcessPoolExecutor(nprocs, mp_context=context, initializer=limit_threads, initargs=(1,)) as pool:
             for result in pool.map(_build_entry, jobs):
                 results.append(result)
                 bar.update()

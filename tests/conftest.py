@@ -43,3 +43,150 @@ def target_cohort(tmp_path_factory) -> Path:
     """Eleven subjects of the target scanner (seed 11)."""
     return _simulate(tmp_path_factory.mktemp("sim") / "cohort", "--scanners", "target",
                      "--subjects-per-scanner", "11", "--seed", "11")
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file (SHA-256), folder and link under ``root``: any change to an input shows up."""
+    import hashlib
+
+    state = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            state[relative] = f"link:{path.readlink()}"
+        elif path.is_dir():
+            state[relative] = "dir"
+        else:
+            state[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+def _head_in_world(image):
+    """World (RAS) coordinates of every voxel and the head's centre and extent, from an Otsu mask."""
+    import numpy as np
+    from skimage.filters import threshold_otsu
+
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    head = data > threshold_otsu(data)
+    ijk = np.indices(data.shape).reshape(3, -1)
+    world = (image.affine[:3, :3] @ ijk + image.affine[:3, 3:4]).reshape((3,) + data.shape)
+    centre = np.array([world[axis][head].mean() for axis in range(3)])
+    top = world[2][head].max()
+    return data, world, centre, top
+
+
+def _write_variant(source: Path, destination: Path, change=None, sidecar: Path | None = None) -> None:
+    """A copy of a simulated T1w (optionally changed: defaced, cut, skull-stripped) and its sidecar."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if change is None:
+        shutil.copyfile(source, destination)
+    else:
+        changed = change(nib.load(str(source)))
+        nib.Nifti1Image(np.asarray(changed.dataobj, dtype=np.float32), changed.affine).to_filename(str(destination))
+    sidecar = sidecar or Path(str(source).replace(".nii.gz", ".json"))
+    if sidecar.is_file():
+        shutil.copyfile(sidecar, str(destination).replace(".nii.gz", ".json"))
+
+
+def _defaced(image):
+    """Face removed as defacing tools do: everything in front of and below the eyes is zeroed."""
+    import nibabel as nib
+
+    data, world, centre, _ = _head_in_world(image)
+    face = (world[1] > centre[1] + 30.0) & (world[2] < centre[2] + 5.0)
+    return nib.Nifti1Image(data * ~face, image.affine)
+
+
+def _field_of_view(image, keep):
+    """The image cropped, as a scanner's shorter field of view would be: only the planes (along
+    the array axis closest to inferior-superior) that hold voxels where ``keep(world, centre,
+    top)`` is true."""
+    import numpy as np
+
+    data, world, centre, top = _head_in_world(image)
+    axis = int(np.argmax(np.abs(image.affine[2, :3])))
+    planes = np.flatnonzero(keep(world, centre, top).any(axis=tuple(a for a in range(3) if a != axis)))
+    crop = [slice(None)] * 3
+    crop[axis] = slice(planes.min(), planes.max() + 1)
+    return image.slicer[tuple(crop)]
+
+
+def _vertex_cut(image):
+    return _field_of_view(image, lambda world, centre, top: world[2] < top - 25.0)
+
+
+def _cerebellum_cut(image):
+    return _field_of_view(image, lambda world, centre, top: world[2] > centre[2] - 25.0)
+
+
+@pytest.fixture(scope="session")
+def app_dataset(multiscanner_dataset, tmp_path_factory) -> Path:
+    """A BIDS dataset as users have them, made from simulated heads: sessions, runs, ``acq-``, a
+    defaced T1w, a skull-stripped T1w, fields of view cut at the vertex and at the cerebellum,
+    and a T2w-contrast image named T1w (the ICBM 2009c T2w template)."""
+    import json
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    from bids_harmony.templates import template_file
+
+    root = tmp_path_factory.mktemp("app") / "ds"
+    source = multiscanner_dataset
+    root.mkdir()
+    shutil.copyfile(source / "dataset_description.json", root / "dataset_description.json")
+    (root / "README").write_text("Simulated heads, arranged as users' datasets are (bids_harmony tests).\n")
+
+    def t1w(label: str) -> Path:
+        return source / f"sub-{label}" / "anat" / f"sub-{label}_T1w.nii.gz"
+
+    _write_variant(t1w("01"), root / "sub-01/ses-1/anat/sub-01_ses-1_run-1_T1w.nii.gz")
+    _write_variant(t1w("03"), root / "sub-01/ses-1/anat/sub-01_ses-1_run-2_T1w.nii.gz")
+    _write_variant(t1w("05"), root / "sub-01/ses-2/anat/sub-01_ses-2_acq-mprage_T1w.nii.gz")
+    _write_variant(t1w("07"), root / "sub-02/anat/sub-02_T1w.nii.gz", _defaced)
+    labels = source / "derivatives" / "groundtruth" / "sub-09" / "anat" / "sub-09_dseg.nii.gz"
+
+    def skull_stripped(image):
+        from scipy import ndimage
+
+        brain = np.isin(np.asarray(nib.load(str(labels)).dataobj), (1, 2, 3))  # CSF, GM, WM (dseg.tsv)
+        return nib.Nifti1Image(np.asarray(image.dataobj, dtype=np.float32) * ndimage.binary_fill_holes(brain),
+                               image.affine)
+
+    _write_variant(t1w("09"), root / "sub-03/anat/sub-03_T1w.nii.gz", skull_stripped)
+    _write_variant(t1w("04"), root / "sub-04/anat/sub-04_T1w.nii.gz", _vertex_cut)
+    _write_variant(t1w("06"), root / "sub-05/anat/sub-05_T1w.nii.gz", _cerebellum_cut)
+    t2w = nib.load(str(template_file("T2w")))
+    destination = root / "sub-06" / "anat" / "sub-06_T1w.nii.gz"
+    destination.parent.mkdir(parents=True)
+    nib.Nifti1Image(np.asarray(t2w.dataobj, dtype=np.float32), t2w.affine).to_filename(str(destination))
+    (root / "sub-06" / "anat" / "sub-06_T1w.json").write_text(json.dumps({"Manufacturer": "unknown"}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def participant_run(app_dataset, tmp_path_factory):
+    """One participant-level run of the real command (a subprocess, as users run it) on every
+    subject of ``app_dataset``, with the bundled model; shared by the output tests."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    base = tmp_path_factory.mktemp("participant")
+    output_dir, work_dir, bids_copy = base / "out", base / "work", base / "harmonized_bids"
+    before = tree_digest(app_dataset)
+    result = subprocess.run(
+        [sys.executable, "-m", "bids_harmony.cli.run", str(app_dataset), str(output_dir), "participant",
+         "--model", "demo", "-w", str(work_dir), "--nprocs", "2", "--omp-nthreads", "1",
+         "--bids-copy", str(bids_copy)],
+        capture_output=True, text=True, env={**os.environ, "NIPYPE_NO_ET": "1"}, timeout=1800,
+    )
+    return SimpleNamespace(bids_dir=app_dataset, output_dir=output_dir, work_dir=work_dir, bids_copy=bids_copy,
+                           returncode=result.returncode, stdout=result.stdout, stderr=result.stderr,
+                           input_before=before, input_after=tree_digest(app_dataset))

@@ -1,12 +1,27 @@
 """bids_harmony-bench: simulated domains, metrics, the histogram-matching baseline, the CLI."""
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bids_harmony.bench import SIMULATED_DOMAINS, histogram_match, psnr, simulate_domain, ssim
+from bids_harmony.bench import (
+    SIMULATED_DOMAINS,
+    benchmark_methods,
+    build_cases,
+    domain_label,
+    histogram_match,
+    psnr,
+    simulate_domain,
+    ssim,
+    take_slices,
+    trained_subjects,
+)
 from bids_harmony.bench.metrics import MAX_PSNR_DB
+from bids_harmony.bids.selection import SelectedImage
+from bids_harmony.harmonize import HarmonizationParams
 from bids_harmony.cli.bench import main as bench_main
 from bids_harmony.errors import BidsError, InputError
 
@@ -58,6 +73,46 @@ def test_histogram_matching_takes_the_target_quantiles_at_the_position():
     already = np.clip(rng.beta(2, 5, (1, 60, 60)), 0.03, 1).astype(np.float32)
     quantiles = np.quantile(already, levels)[None]
     assert psnr(histogram_match(already, np.array([0]), quantiles)[0], already[0]) > 35
+
+
+def test_take_slices_spreads_the_budget_over_the_subjects():
+    subjects = [SimpleNamespace(slices=np.zeros((count, 2, 2))) for count in (10, 0, 30)]
+    taken = take_slices(subjects, 8)
+    assert [subject for subject, _ in taken] == [subjects[0], subjects[2]]  # none for the empty one
+    assert sum(len(rows) for _, rows in taken) == 8 and [len(rows) for _, rows in taken] == [2, 6]
+    assert all(rows.max() < len(subject.slices) for subject, rows in taken)
+    everything = take_slices(subjects, 100)
+    assert [len(rows) for _, rows in everything] == [10, 30]
+
+
+def test_trained_subjects_only_of_the_training_dataset(tmp_path):
+    model = SimpleNamespace(target={"dataset": str(tmp_path), "training_subjects": ["01", "02"]})
+    assert trained_subjects(model, tmp_path / ".") == {"01", "02"}
+    assert trained_subjects(model, tmp_path / "other") == set()
+    assert trained_subjects(SimpleNamespace(target={}), tmp_path) == set()
+
+
+def test_domain_label_prefers_the_participants_domain():
+    image = SelectedImage(Path("sub-03_T1w.nii.gz"), "03", None,
+                          {"ManufacturersModelName": "Prisma", "MagneticFieldStrength": 3, "StationName": "P1"})
+    assert domain_label(image, {"03": {"domain": "Domain 2"}}) == "Domain 2: Prisma 3T"
+    assert domain_label(image, {}) == "Prisma 3T (P1)"
+
+
+def test_benchmark_methods_and_ablations():
+    model = SimpleNamespace(quantiles=None)
+    methods = benchmark_methods(model, HarmonizationParams(), ablations=False)
+    assert list(methods) == ["none", "histogram matching", "BlindHarmony"]
+    slices = np.zeros((1, 4, 4))
+    assert methods["none"](slices, np.zeros(1)) is slices
+    assert list(benchmark_methods(model, HarmonizationParams()))[3:] == [
+        "BlindHarmony alpha=0", "BlindHarmony beta1=0", "BlindHarmony beta2=0"]
+
+
+def test_build_cases_refuses_an_empty_budget(tmp_path):
+    with pytest.raises(InputError, match="at least 1") as error:
+        build_cases(SimpleNamespace(target={}), tmp_path, max_slices=0)
+    assert "--" not in str(error.value)
 
 
 @pytest.fixture(scope="module")

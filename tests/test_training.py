@@ -1,16 +1,14 @@
 """Training: selection of the target scanner, slice cache, likelihood training, resume, files."""
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from bids_harmony.bids.selection import open_layout, select_t1w
-from bids_harmony.errors import BidsError, ModelError
+from bids_harmony.errors import BidsError, InputError, ModelError
 from bids_harmony.model import FlowConfig, build_flow, load_model, save_model
 from bids_harmony.model.file import HarmonyModel
 from bids_harmony.preprocessing import PreprocessingConfig
@@ -21,6 +19,16 @@ from bids_harmony.training import (
     gaussian_baseline_bits_per_dim,
     train_flow,
     validation_rows,
+)
+from bids_harmony.training_run import (
+    PRESET_SCHEDULES,
+    QUANTILES,
+    assemble_model,
+    image_fingerprint,
+    preset_settings,
+    read_flow_config,
+    split_subjects,
+    subject_stores,
 )
 
 TINY = FlowConfig(levels=2, steps_per_level=1, hidden_channels=8, num_res_blocks=1)
@@ -35,10 +43,15 @@ def target_images(multiscanner_dataset):
 
 
 @pytest.fixture(scope="module")
-def stores(target_images, tmp_path_factory):
-    """One target subject for training, the other for validation, from the slice cache."""
+def entries(target_images, tmp_path_factory):
+    """The slice cache's entries of the two target subjects, in their order."""
     cache = tmp_path_factory.mktemp("cache")
-    entries = build_cache([image.path for image in target_images], CONFIG, cache, nprocs=2, progress=False)
+    return build_cache([image.path for image in target_images], CONFIG, cache, nprocs=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def stores(entries):
+    """One target subject for training, the other for validation, from the slice cache."""
     return SliceStore(entries[:1], CONFIG.slice_shape), SliceStore(entries[1:], CONFIG.slice_shape)
 
 
@@ -159,8 +172,6 @@ def _train_command(dataset, model, work, *extra, target="StationName=TRIO-A"):
 
 
 def test_flow_config_file_replaces_preset_fields(tmp_path):
-    from bids_harmony.cli.train import read_flow_config
-    from bids_harmony.errors import InputError
     from bids_harmony.model import PRESETS
 
     assert read_flow_config("small", None) == PRESETS["small"]
@@ -176,6 +187,72 @@ def test_flow_config_file_replaces_preset_fields(tmp_path):
         with pytest.raises(InputError, match=message) as error:
             read_flow_config("small", bad)
         assert str(bad) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_split_subjects_holds_out_whole_subjects():
+    subjects = [f"{index:02d}" for index in range(10)]
+    train, validation = split_subjects(subjects + subjects[:3], 0.2, seed=4)  # one label per subject
+    assert len(validation) == 2 and sorted(train + validation) == subjects and not set(train) & set(validation)
+    assert train == sorted(train) and validation == sorted(validation)
+    assert split_subjects(reversed(subjects), 0.2, seed=4) == (train, validation)  # input order is irrelevant
+    assert split_subjects(subjects, 0.2, seed=5) != (train, validation)
+    assert len(split_subjects(subjects, 0.01, seed=0)[1]) == 1  # at least one held out
+    with pytest.raises(InputError, match="only 1 subject selected: training needs at least 2"):
+        split_subjects(["01", "01"], 0.5, seed=0)
+    for fraction in (0.0, 1.0, float("nan")):
+        with pytest.raises(InputError, match="validation fraction must be between 0 and 1") as error:
+            split_subjects(subjects, fraction, seed=0)
+        assert "--" not in str(error.value)
+
+
+def test_preset_settings_take_the_presets_schedule():
+    assert (preset_settings("small").steps, preset_settings("small").batch_size) == PRESET_SCHEDULES["small"]
+    settings = preset_settings("paper", steps=7, learning_rate=1e-3, seed=2)
+    assert (settings.steps, settings.batch_size) == (7, PRESET_SCHEDULES["paper"][1])
+    assert settings.learning_rate == 1e-3 and settings.seed == 2
+
+
+def test_image_fingerprint_follows_names_sizes_and_times(tmp_path):
+    first, second = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    first.write_bytes(b"1234")
+    second.write_bytes(b"5678")
+    digest = image_fingerprint([first, second])
+    assert digest == image_fingerprint([first, second]) and len(digest) == 64
+    assert digest != image_fingerprint([second, first])
+    os.utime(second, ns=(0, second.stat().st_mtime_ns + 1_000_000))
+    assert digest != image_fingerprint([first, second])
+
+
+def test_subject_stores_keep_each_subject_on_one_side(target_images, entries, stores):
+    split = {"train": [target_images[0].subject], "validation": [target_images[1].subject]}
+    made = subject_stores(target_images, list(reversed(entries)), split, CONFIG.slice_shape)
+    assert list(made) == ["train", "validation"]
+    assert [len(store) for store in made.values()] == [len(store) for store in stores]
+    assert len(subject_stores(target_images, entries, {"none": []}, CONFIG.slice_shape)["none"]) == 0
+
+
+def test_assemble_model_records_statistics_and_training(stores, target_images):
+    train, validation = stores
+    flow = build_flow(TINY, SHAPE)
+    history = [{"step": 12, "train_bpd": 3.5, "val_bpd": 3.25, "learning_rate": 0.0, "seconds": 4.0}]
+    settings = _settings(validation_slices=16)
+    sources = [image.path for image in target_images]
+    model = assemble_model(flow, TINY, CONFIG, {"train": train, "validation": validation}, history, settings,
+                           target={"scanners": []}, preset="small", sources=sources,
+                           device=torch.device("cpu"), processes=1, started=0.0, command="train x")
+    assert model.flow is flow and not flow.training and model.shape == SHAPE and model.target == {"scanners": []}
+    assert model.mean_slices.shape == (CONFIG.n_positions,) + CONFIG.slice_shape
+    assert model.quantiles.shape == (CONFIG.n_positions, len(QUANTILES))
+    record = model.training
+    assert record["training_slices_per_second"] == round(12 * 8 / 4.0, 2)
+    assert (record["validation_bpd"], record["train_bpd"]) == (3.25, 3.5)
+    assert record["gaussian_baseline_validation_bpd"] == round(gaussian_baseline_bits_per_dim(
+        train, validation, validation_rows(validation, 16)), 5)
+    assert record["data_fingerprint"] == image_fingerprint(sources)
+    assert (record["preset"], record["steps"], record["batch_size"], record["seed"]) == ("small", 12, 8, 3)
+    assert (record["training_slices"], record["validation_slices"]) == (len(train), len(validation))
+    assert (record["device"], record["processes"], record["command"]) == ("cpu", 1, "train x")
+    assert set(record["versions"]) == {"bids_harmony", "torch", "nflows", "python"}
 
 
 def test_train_command_end_to_end(multiscanner_dataset, tmp_path):

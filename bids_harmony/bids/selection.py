@@ -72,8 +72,11 @@ def _matches(metadata: dict, key: str, wanted: str) -> bool:
     return str(value) == wanted
 
 
-def open_layout(bids_dir: str | Path):
-    """A pybids layout of a BIDS folder, with a one-line error for a folder that is not one."""
+def open_layout(bids_dir: str | Path, database_dir: str | Path | None = None):
+    """A pybids layout of a BIDS folder, with a one-line error for a folder that is not one.
+
+    ``database_dir`` keeps pybids' index between runs (it is reused when it exists).
+    """
     from bids import BIDSLayout
 
     bids_dir = Path(bids_dir)
@@ -82,9 +85,23 @@ def open_layout(bids_dir: str | Path):
     if not (bids_dir / "dataset_description.json").is_file():
         raise BidsError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json)")
     try:
-        return BIDSLayout(str(bids_dir), validate=False)
+        return BIDSLayout(str(bids_dir), validate=False,
+                          database_path=str(database_dir) if database_dir else None)
     except Exception as error:
         raise BidsError(f"{bids_dir}: pybids cannot index it ({str(error).splitlines()[0]})") from None
+
+
+def clean_labels(labels: list[str] | None, prefix: str) -> list[str] | None:
+    """Labels without their ``sub-``/``ses-`` prefix; a label that could name a path is refused."""
+    if not labels:
+        return None
+    cleaned = []
+    for label in labels:
+        bare = label.removeprefix(f"{prefix}-")
+        if not bare or not bare.isalnum():
+            raise InputError(f"{prefix} label {label!r}: a BIDS label has letters and digits only")
+        cleaned.append(bare)
+    return cleaned
 
 
 def select_t1w(
@@ -96,10 +113,12 @@ def select_t1w(
 ) -> list[SelectedImage]:
     """The T1w images matching every filter, sorted by subject and session."""
     query = {**_T1W_QUERY, **(bids_filters or {})}
+    participant_labels = clean_labels(participant_labels, "sub")
+    session_labels = clean_labels(session_labels, "ses")
     if participant_labels:
-        query["subject"] = [label.removeprefix("sub-") for label in participant_labels]
+        query["subject"] = participant_labels
     if session_labels:
-        query["session"] = [label.removeprefix("ses-") for label in session_labels]
+        query["session"] = session_labels
     if participant_labels:
         known = set(layout.get_subjects())
         missing = sorted(set(query["subject"]) - known)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from ..errors import BidsError
@@ -11,12 +12,17 @@ from ..errors import BidsError
 
 def validate_bids(bids_dir: str | Path, timeout: int = 600) -> list[dict]:
     """Run the schema validator on ``bids_dir``; raise on errors, return the warnings."""
-    executable = shutil.which("bids-validator-deno")
+    beside_python = Path(sys.executable).parent / "bids-validator-deno"  # a venv not on PATH
+    executable = shutil.which("bids-validator-deno") or (str(beside_python) if beside_python.is_file() else None)
     if executable is None:
         raise BidsError("bids-validator-deno is not installed (pip install bids-validator-deno), "
-                        "or use --skip-bids-validation")
-    result = subprocess.run([executable, str(bids_dir), "--format", "json"],
-                            capture_output=True, text=True, timeout=timeout)
+                        "or skip the validation")
+    try:
+        result = subprocess.run([executable, str(bids_dir), "--format", "json"],
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BidsError(f"{bids_dir}: the BIDS validator did not finish in {timeout} s "
+                        "(check the dataset, or skip validation)") from None
     try:
         issues = json.loads(result.stdout)["issues"]["issues"]
     except (ValueError, KeyError, TypeError):
@@ -27,5 +33,5 @@ def validate_bids(bids_dir: str | Path, timeout: int = 600) -> list[dict]:
         first = errors[0]
         where = first.get("location") or ""
         raise BidsError(f"{bids_dir}: not valid BIDS: {len(errors)} error(s), first: {first.get('code')} "
-                        f"{where} (see bids-validator-deno {bids_dir}, or use --skip-bids-validation)")
+                        f"{where} (see bids-validator-deno {bids_dir}, or skip the validation)")
     return [issue for issue in issues if issue.get("severity") == "warning"]

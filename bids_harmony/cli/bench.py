@@ -2,7 +2,9 @@
 
 Target-scanner subjects the model was not trained on give the simulated domains (exp, log,
 gamma); source-scanner subjects give the paired scanner domains, scored against the same head
-imaged by the target scanner (``derivatives/groundtruth``, ``desc-pairedtarget``).
+imaged by the target scanner (``derivatives/groundtruth``, ``desc-pairedtarget``). The cases
+come from :func:`bids_harmony.bench.build_cases`, the methods from
+:func:`bids_harmony.bench.benchmark_methods`.
 """
 from __future__ import annotations
 
@@ -13,27 +15,24 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..__about__ import __version__
 from ..atomic import atomic_write
-from ..bench import SIMULATED_DOMAINS, BenchCase, histogram_match, run_benchmark, simulate_domain, summarise
-from ..bench.protocol import markdown_tables, save_panel, spread_indices
-from ..bids.selection import SelectedImage, open_layout, select_t1w
+from ..bench import (
+    DEFAULT_MAX_SLICES,
+    SIMULATED_DOMAINS,
+    benchmark_methods,
+    build_cases,
+    run_benchmark,
+    summarise,
+)
+from ..bench.protocol import markdown_tables, save_panel
 from ..errors import BidsError, InputError
-from ..harmonize import HarmonizationParams, harmonize_slices
 from ..model import load_model
-from ..model.file import HarmonyModel
-from ..preprocessing import mask_to_slices, to_slices
 from .common import add_harmonization_arguments, add_version, harmonization_params, resolve_device, run_cli
 
-BRAIN_LABELS = (1, 2, 3)  # CSF, GM, WM in the simulator's dseg.tsv
-MIN_BRAIN_SHARE = 0.1  # slices whose brain is at least this share of the subject's largest
-DEFAULT_MAX_SLICES = 64
-ABLATIONS = {"alpha=0": {"alpha": 0.0}, "beta1=0": {"beta1": 0.0}, "beta2=0": {"beta2": 0.0}}
 OUTPUTS = ("bench_scores.csv", "bench_summary.csv", "bench_panel.png", "bench_settings.json",
            "bench_summary.md")
 
@@ -71,133 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _trained_subjects(model: HarmonyModel, bids_dir: Path) -> set[str]:
-    """Subjects of ``bids_dir`` the model was trained on (none unless it is the training dataset)."""
-    dataset = model.target.get("dataset")
-    if dataset and Path(dataset).resolve() == bids_dir.resolve():
-        return set(model.target.get("training_subjects") or [])
-    return set()
-
-
-def _groundtruth_file(image: SelectedImage, groundtruth: Path, suffix: str) -> Path:
-    """``sub-X[_ses-Y]_<suffix>.nii[.gz]`` beside where the T1w would be, under groundtruth."""
-    relative = image.path.resolve().relative_to(groundtruth.resolve().parents[1])
-    return groundtruth / relative.parent / relative.name.replace("_T1w.nii", f"_{suffix}.nii")
-
-
-def _brain_slices(image: SelectedImage, geometry, groundtruth: Path) -> np.ndarray:
-    """The brain mask on the model's slices, from the simulator's tissue labels."""
-    labels_path = _groundtruth_file(image, groundtruth, "dseg")
-    if not labels_path.is_file():
-        raise BidsError(f"{labels_path}: no tissue labels; bids_harmony-bench needs a dataset written by "
-                        "bids_harmony-simulate (derivatives/groundtruth)")
-    labels = nib.load(labels_path)
-    return mask_to_slices(np.isin(np.asarray(labels.dataobj), BRAIN_LABELS), labels.affine, geometry)
-
-
-def _domain_label(image: SelectedImage, participants: dict[str, dict]) -> str:
-    metadata = image.metadata
-    scanner = " ".join(str(part) for part in (metadata.get("ManufacturersModelName"),
-                                               f"{metadata.get('MagneticFieldStrength', '?')}T") if part)
-    domain = participants.get(image.subject, {}).get("domain")
-    return f"{domain}: {scanner}" if domain else f"{scanner} ({metadata.get('StationName', 'unknown station')})"
-
-
-class _SubjectSlices:
-    """One image's brain slices on the model's grid (and, for a source image, its paired truth)."""
-
-    def __init__(self, image: SelectedImage, model: HarmonyModel, groundtruth: Path, paired: bool):
-        self.image = image
-        slices, geometry = to_slices(image.path, model.preprocessing)
-        brain = _brain_slices(image, geometry, groundtruth)
-        area = brain.reshape(len(brain), -1).sum(1)
-        keep = np.flatnonzero(geometry.valid & (area >= MIN_BRAIN_SHARE * area.max()))
-        self.slices, self.brain, self.positions = slices[keep], brain[keep], geometry.positions[keep]
-        self.truth = self.slices
-        if paired:
-            path = _groundtruth_file(image, groundtruth, "desc-pairedtarget_T1w")
-            if not path.is_file():
-                raise BidsError(f"{path}: missing paired target-scanner image of {image.path.name}")
-            self.truth = to_slices(path, model.preprocessing, geometry=geometry)[0][keep]
-
-
-def _take(subjects: list[_SubjectSlices], budget: int) -> list[tuple[_SubjectSlices, np.ndarray]]:
-    """Split a slice budget evenly over the pooled slices of several subjects."""
-    owners = np.concatenate([np.full(len(subject.slices), index) for index, subject in enumerate(subjects)])
-    rows = np.concatenate([np.arange(len(subject.slices)) for subject in subjects])
-    chosen = spread_indices(len(owners), budget)
-    return [(subject, rows[chosen][owners[chosen] == index]) for index, subject in enumerate(subjects)
-            if np.any(owners[chosen] == index)]
-
-
-def _cases(args, model: HarmonyModel, bids_dir: Path) -> list[BenchCase]:
-    layout = open_layout(bids_dir)
-    groundtruth = bids_dir / "derivatives" / "groundtruth"
-    if not groundtruth.is_dir():
-        raise BidsError(f"{groundtruth}: missing; bids_harmony-bench needs a dataset written by "
-                        "bids_harmony-simulate")
-    images = select_t1w(layout, participant_labels=args.participant_label)
-    trained = _trained_subjects(model, bids_dir)
-    images = [image for image in images if image.subject not in trained]
-    filters = model.target.get("metadata_filters") or {}
-    if not filters:
-        raise InputError("the model records no metadata filter for its target scanner; "
-                         "bids_harmony-bench cannot tell target from source images")
-    targets = {image.path for image in select_t1w(layout, participant_labels=args.participant_label,
-                                                  bids_filters=model.target.get("bids_filters") or {},
-                                                  metadata_filters=filters)}
-    participants = {}
-    if (bids_dir / "participants.tsv").is_file():
-        import pandas as pd
-
-        table = pd.read_csv(bids_dir / "participants.tsv", sep="\t", dtype=str)
-        participants = {row["participant_id"].removeprefix("sub-"): row for row in table.to_dict("records")}
-    target_images = [image for image in images if image.path in targets]
-    source_images = [] if args.no_paired else [image for image in images if image.path not in targets]
-    if args.domains and not target_images:
-        raise BidsError(f"{bids_dir}: no target-scanner T1w ({filters}) the model was not trained on")
-    print(f"Target-scanner subjects (simulated domains): {', '.join('sub-' + i.subject for i in target_images)}")
-    print(f"Source-scanner subjects (paired domains): {', '.join('sub-' + i.subject for i in source_images) or 'none'}")
-    progress = tqdm(total=len(target_images) + len(source_images), desc="preprocessing", unit="image")
-    cases = []
-    if args.domains and target_images:
-        subjects = []
-        for image in target_images:
-            subjects.append(_SubjectSlices(image, model, groundtruth, paired=False))
-            progress.update()
-        picked = _take(subjects, args.max_slices)
-        for domain in args.domains:
-            for subject, rows in picked:
-                cases.append(BenchCase(domain, "simulated", subject.image.subject,
-                                       simulate_domain(subject.slices[rows], domain), subject.slices[rows],
-                                       subject.positions[rows], subject.brain[rows]))
-    by_domain: dict[str, list[_SubjectSlices]] = {}
-    for image in source_images:
-        by_domain.setdefault(_domain_label(image, participants), []).append(
-            _SubjectSlices(image, model, groundtruth, paired=True))
-        progress.update()
-    progress.close()
-    for domain, subjects in sorted(by_domain.items()):
-        for subject, rows in _take(subjects, args.max_slices):
-            cases.append(BenchCase(domain, "paired", subject.image.subject, subject.slices[rows],
-                                   subject.truth[rows], subject.positions[rows], subject.brain[rows]))
-    return cases
-
-
-def _methods(model: HarmonyModel, params: HarmonizationParams, ablations: bool) -> dict:
-    methods = {
-        "none": lambda slices, positions: slices,
-        "histogram matching": lambda slices, positions: histogram_match(slices, positions, model.quantiles),
-        "BlindHarmony": lambda slices, positions: harmonize_slices(slices, model, positions, params),
-    }
-    if ablations:
-        for name, change in ABLATIONS.items():
-            methods[f"BlindHarmony {name}"] = (
-                lambda slices, positions, ablated=params.replace(**change):
-                harmonize_slices(slices, model, positions, ablated))
-    return methods
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     bids_dir, output_dir = Path(args.bids_dir), Path(args.output_dir)
@@ -211,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     params = harmonization_params(args)
     model = load_model(args.model, device=resolve_device(args.device))
     started = time.perf_counter()
-    cases = _cases(args, model, bids_dir)
+    cases = build_cases(model, bids_dir, participant_labels=args.participant_label, domains=args.domains,
+                        paired=not args.no_paired, max_slices=args.max_slices)
     if not cases:
         raise BidsError(f"{bids_dir}: nothing to benchmark (no target-scanner or paired source images)")
-    methods = _methods(model, params, not args.no_ablations)
+    methods = benchmark_methods(model, params, ablations=not args.no_ablations)
     total = sum(len(case.source) for case in cases)
     with tqdm(total=total, desc="benchmark", unit="slice") as bar:
         result = run_benchmark(cases, methods, progress=bar.update)

@@ -1,30 +1,22 @@
-"""``bids_harmony``: the BIDS-App entry point (``bids_dir output_dir analysis_level``).
-
-Only ``--version`` and ``--help`` exist so far; the analysis levels arrive with the
-harmonization workflow.
-"""
+"""``bids_harmony BIDS_DIR OUTPUT_DIR participant``: the BIDS-App entry point."""
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 
-from .common import add_version, run_cli
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bids_harmony",
-        description="Harmonize T1-weighted MRI across scanners with BlindHarmony (ICCV 2023).",
-    )
-    add_version(parser)
-    return parser
+from .common import run_cli
+from .parser import build_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help(sys.stderr)  # nothing to run yet
-    return 2
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # before nipype is imported: nothing phones home
+    from ..settings import settings_from_arguments
+    from .participant import configure_logging, run_participant
+
+    params = settings_from_arguments(args)
+    configure_logging(args.verbose)
+    return run_participant(args, params)
 
 
 def cli() -> None:

@@ -7,6 +7,7 @@ import time
 
 from ..simulate import SCANNERS, available_anatomies, simulate_dataset
 from ..simulate.anatomy import SOURCES
+from ..errors import InputError, OutputExistsError
 from .common import add_version, run_cli
 
 
@@ -47,17 +48,23 @@ def _choose_anatomies(requested: list[str] | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, value in (("--subjects-per-scanner", args.subjects_per_scanner), ("--nprocs", args.nprocs)):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1 (got {value})")
     anatomies = _choose_anatomies(args.anatomies)
     started = time.perf_counter()
-    participants = simulate_dataset(
-        args.out_bids_dir,
-        subjects_per_scanner=args.subjects_per_scanner,
-        seed=args.seed,
-        scanners=args.scanners,
-        anatomies=anatomies,
-        nprocs=args.nprocs,
-        overwrite=args.overwrite,
-    )
+    try:
+        participants = simulate_dataset(
+            args.out_bids_dir,
+            subjects_per_scanner=args.subjects_per_scanner,
+            seed=args.seed,
+            scanners=args.scanners,
+            anatomies=anatomies,
+            nprocs=args.nprocs,
+            overwrite=args.overwrite,
+        )
+    except OutputExistsError as error:
+        raise OutputExistsError(f"{error} (use --overwrite)") from None
     elapsed = time.perf_counter() - started
     paired = int((participants["scanner"] != "target").sum())
     print(f"wrote {len(participants)} subjects and {paired} paired target scans to "

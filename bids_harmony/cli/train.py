@@ -6,21 +6,16 @@ with gloo): the selection and preprocessing happen once, on the first process.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..__about__ import __version__
 from ..bids.selection import (
     SelectedImage,
     open_layout,
@@ -31,24 +26,21 @@ from ..bids.selection import (
 )
 from ..bids.validation import validate_bids
 from ..errors import BidsError, InputError
-from ..model import PRESETS, FlowConfig, build_flow
-from ..model.file import HarmonyModel, save_model
+from ..model import PRESETS, build_flow
+from ..model.file import save_model
 from ..preprocessing import PreprocessingConfig
-from ..slice_cache import SliceStore, build_cache
-from ..training import (
-    LOG,
-    TrainingSettings,
-    gaussian_baseline_bits_per_dim,
-    save_samples_figure,
-    train_flow,
-    validation_rows,
+from ..slice_cache import build_cache
+from ..training import LOG, save_samples_figure, train_flow
+from ..training_run import (
+    PRESET_SCHEDULES,
+    assemble_model,
+    describe_target,
+    preset_settings,
+    read_flow_config,
+    split_subjects,
+    subject_stores,
 )
 from .common import add_version, resolve_device, run_cli
-
-# (steps, batch size) by preset: the authors' schedule for ``paper``; for ``small``, what trains
-# in under 45 minutes on 2 CPU cores.
-PRESET_SCHEDULES = {"paper": (20_000, 256), "small": (4_500, 4)}
-QUANTILES = np.linspace(0.0, 1.0, 101)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,31 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_subjects(images: list[SelectedImage], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    subjects = sorted({image.subject for image in images})
-    if len(subjects) < 2:
-        raise InputError(f"only {len(subjects)} subject selected: training needs at least 2 "
-                         "(one is held out for validation)")
-    order = np.random.Generator(np.random.PCG64(seed)).permutation(len(subjects))
-    held_out = max(1, int(round(fraction * len(subjects))))
-    validation = sorted(subjects[index] for index in order[:held_out])
-    return sorted(set(subjects) - set(validation)), validation
-
-
 def _print_selection(images: list[SelectedImage], train: list[str], validation: list[str]) -> None:
     print(f"selected {len(images)} T1w image(s) of {len(train) + len(validation)} subject(s): "
           f"{len(train)} for training, {len(validation)} for validation ({', '.join('sub-' + s for s in validation)})")
     for scanner in scanner_summary(images):
         described = ", ".join(f"{key}={value}" for key, value in scanner.items() if key != "images")
         print(f"  scanner: {described}: {scanner['images']} image(s)")
-
-
-def _fingerprint(images: list[SelectedImage]) -> str:
-    digest = hashlib.sha256()
-    for image in images:
-        stat = image.path.stat()
-        digest.update(f"{image.path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
 
 
 def _init_distributed(device_choice: str) -> tuple[int, int, torch.device]:
@@ -165,23 +138,6 @@ def main(argv: list[str] | None = None) -> int:
             dist.destroy_process_group()
 
 
-def read_flow_config(preset: str, path: Path | None) -> FlowConfig:
-    """The preset's architecture, with the fields a JSON file (``--flow-config``) names replaced."""
-    config = PRESETS[preset]
-    if path is None:
-        return config
-    try:
-        fields = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable JSON file ({error})") from None
-    if not isinstance(fields, dict):
-        raise InputError(f"{path}: expected a JSON object of FlowConfig fields")
-    try:
-        return FlowConfig.from_dict({**config.to_dict(), **fields})
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{path}: {error}") from None
-
-
 def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -> int:
     started = time.perf_counter()
     flow_config = read_flow_config(args.preset, args.flow_config)
@@ -201,7 +157,8 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
                             f" ({s['images']})" for s in scanners)
         raise BidsError(f"{bids_dir}: the selection mixes {len(scanners)} scanners ({listing}); "
                         "narrow it with --target KEY=VALUE or pass --allow-mixed-scanners")
-    train_subjects, validation_subjects = _split_subjects(images, args.validation_fraction, args.seed)
+    train_subjects, validation_subjects = split_subjects((image.subject for image in images),
+                                                         args.validation_fraction, args.seed)
     preprocessing = PreprocessingConfig(brain_extraction=args.brain_extraction)
     work_dir = Path(args.work_dir)
     sources = [image.path for image in images]
@@ -212,18 +169,13 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
         dist.barrier()
     if rank != 0:
         entries = build_cache(sources, preprocessing, work_dir / "slices", progress=False)
-    by_path = {entry.source: entry for entry in entries}
-    stores = {
-        name: SliceStore([by_path[image.path] for image in images if image.subject in subjects],
-                         preprocessing.slice_shape)
-        for name, subjects in (("train", train_subjects), ("validation", validation_subjects))
-    }
+    stores = subject_stores(images, entries, {"train": train_subjects, "validation": validation_subjects},
+                            preprocessing.slice_shape)
     if rank == 0:
         print(f"slices: {len(stores['train'])} for training, {len(stores['validation'])} for validation; "
               f"preset {args.preset}, device {device}, {world} process(es)")
-    default_steps, default_batch_size = PRESET_SCHEDULES[args.preset]
-    settings = TrainingSettings(
-        steps=args.steps or default_steps, batch_size=args.batch_size or default_batch_size,
+    settings = preset_settings(
+        args.preset, steps=args.steps, batch_size=args.batch_size,
         learning_rate=args.learning_rate, validation_every=args.validation_every,
         checkpoint_every=args.checkpoint_every, seed=args.seed, num_bits=flow_config.num_bits,
     )
@@ -240,44 +192,23 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
               f"{run_dir}; continue with the same command and --resume")
         return 0
 
-    # slices per second of the optimisation loop, periodic validations included
-    throughput = settings.steps * settings.batch_size / max(history[-1]["seconds"], 1e-9)
-    rows = validation_rows(stores["validation"], settings.validation_slices)
-    baseline = gaussian_baseline_bits_per_dim(stores["train"], stores["validation"], rows, settings.num_bits)
-    mean_slices, quantiles = stores["train"].position_statistics(preprocessing.n_positions, QUANTILES)
-    model = HarmonyModel(
-        flow=flow.cpu().eval(), flow_config=flow_config, shape=shape, preprocessing=preprocessing,
-        mean_slices=mean_slices, quantiles=quantiles,
-        target={
-            "dataset": str(bids_dir.resolve()),
-            "dataset_name": layout.get_dataset_description().get("Name"),
-            "metadata_filters": metadata_filters, "bids_filters": bids_filters,
-            "participant_labels": args.participant_label, "session_labels": args.session_label,
-            "scanners": scanners, "training_subjects": train_subjects,
-            "validation_subjects": validation_subjects,
-        },
-        training={
-            "preset": args.preset, "steps": settings.steps, "batch_size": settings.batch_size,
-            "learning_rate": settings.learning_rate, "seed": settings.seed,
-            "training_slices": len(stores["train"]), "validation_slices": len(stores["validation"]),
-            "validation_bpd": history[-1]["val_bpd"], "train_bpd": history[-1]["train_bpd"],
-            "gaussian_baseline_validation_bpd": round(baseline, 5),
-            "data_fingerprint": _fingerprint(images), "device": str(device), "processes": world,
-            "seconds": round(time.perf_counter() - started, 1),
-            "training_slices_per_second": round(throughput, 2),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(["bids_harmony-train"] + sys.argv[1:]),
-            "versions": {"bids_harmony": __version__, "torch": torch.__version__,
-                         "nflows": "0.14", "python": platform.python_version()},
-        },
+    target = describe_target(
+        bids_dir, layout.get_dataset_description().get("Name"), metadata_filters=metadata_filters,
+        bids_filters=bids_filters, participant_labels=args.participant_label,
+        session_labels=args.session_label, scanners=scanners, training_subjects=train_subjects,
+        validation_subjects=validation_subjects,
     )
+    model = assemble_model(flow, flow_config, preprocessing, stores, history, settings, target=target,
+                           preset=args.preset, sources=sources, device=device, processes=world,
+                           started=started, command=" ".join(["bids_harmony-train"] + sys.argv[1:]))
     sha256 = save_model(model, model_out)
     stem = model_out.with_suffix("")
     save_samples_figure(model.flow, f"{stem}_samples.png")
     shutil.copyfile(run_dir / LOG, f"{stem}_training.csv")
     print(json.dumps({"model": str(model_out), "sha256": sha256, "validation_bpd": history[-1]["val_bpd"],
-                      "gaussian_baseline_bpd": round(baseline, 5), "steps": settings.steps,
-                      "training_slices_per_second": round(throughput, 2)}, indent=1))
+                      "gaussian_baseline_bpd": model.training["gaussian_baseline_validation_bpd"],
+                      "steps": settings.steps,
+                      "training_slices_per_second": model.training["training_slices_per_second"]}, indent=1))
     return 0
 
 

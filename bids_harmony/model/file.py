@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from nflows.flows import Flow
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, file_sha256
 from ..errors import ModelError
 from ..preprocessing import PreprocessingConfig
 from .architecture import FlowConfig, build_flow
@@ -111,14 +111,6 @@ def save_model(model: HarmonyModel, path: str | Path) -> str:
     return file_sha256(path)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> HarmonyModel:
     """Load and check a model file (default: the bundled demo model)."""
     path = Path(path) if path is not None else bundled_model_path()
@@ -127,7 +119,11 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ModelError(f"{path}: not a readable bids_harmony model file ({type(error).__name__})") from None
+        detail = type(error).__name__
+        if "not an allowed global" in str(error) or "Unsupported global" in str(error):
+            detail = ("it holds Python objects, which a model file may not; they were not loaded, "
+                      "as loading them could run code")
+        raise ModelError(f"{path}: not a readable bids_harmony model file ({detail})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path}: not a bids_harmony model file")
     missing = [key for key in _REQUIRED if key not in payload]

@@ -25,6 +25,7 @@ from scipy import ndimage
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from ..errors import InputError
+from ..threads import ants_single_threaded
 from .tissues import TISSUE_INDEX, TISSUES
 
 #: Bumped whenever the derivation below changes, so stale caches are not reused.
@@ -210,6 +211,7 @@ def _private_tempdir() -> Iterator[None]:
 
 
 def _derive_colin(files: dict[str, Path]):
+    ants_single_threaded()
     import ants  # antspyx: imported lazily, it is slow to import
 
     head, affine = _load(files["head"])

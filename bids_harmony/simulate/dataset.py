@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from ..__about__ import __version__
 from ..bids import build_bids_path, dataset_description, write_json
-from ..errors import InputError
+from ..errors import InputError, OutputExistsError
+from ..threads import limit_threads
 from .acquisition import Subject, acquire, random_subject
 from .anatomy import Anatomy, load_anatomy
 from .scanners import SCANNERS, TARGET
@@ -55,7 +56,7 @@ class PlannedSubject:
 def plan_subjects(scanners: list[str], anatomies: list[str], per_scanner: int) -> list[PlannedSubject]:
     """Subjects interleaved over scanners; each scanner cycles through every anatomy."""
     if per_scanner < 1:
-        raise InputError(f"--subjects-per-scanner must be at least 1 (got {per_scanner})")
+        raise InputError(f"subjects per scanner must be at least 1 (got {per_scanner})")
     total = per_scanner * len(scanners)
     width = max(2, len(str(total)))
     planned = []
@@ -79,15 +80,6 @@ def _save_with_sidecar(image, image_path: Path, sidecar: dict) -> None:
     image_path.parent.mkdir(parents=True, exist_ok=True)
     image.to_filename(str(image_path))
     write_json(str(image_path).replace(".nii.gz", ".json"), sidecar)
-
-
-def _single_threaded_worker() -> None:
-    """Workers split the cores between them; nested BLAS/torch threads only oversubscribe."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    threadpool_limits(1)
 
 
 def _simulate_subject(planned: PlannedSubject, seed: int, root: str) -> dict:
@@ -188,7 +180,7 @@ def _check_output(out_dir: Path, overwrite: bool) -> None:
         raise InputError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise InputError(f"{out_dir}: output directory exists and is not empty (use --overwrite)")
+            raise OutputExistsError(f"{out_dir}: output directory exists and is not empty")
         description = out_dir / "dataset_description.json"
         try:
             generated = json.loads(description.read_text()).get("GeneratedBy", [{}])[0].get("Name")
@@ -220,7 +212,7 @@ def simulate_dataset(
     if not anatomies:
         raise InputError("no anatomy is available to simulate from")
     if nprocs < 1:
-        raise InputError(f"--nprocs must be at least 1 (got {nprocs})")
+        raise InputError(f"the number of worker processes must be at least 1 (got {nprocs})")
     out_dir = Path(out_dir).absolute()
     _check_output(out_dir, overwrite)
     planned = plan_subjects(scanners, anatomies, subjects_per_scanner)
@@ -254,7 +246,8 @@ def _run(planned, seed, staging, nprocs, progress) -> pd.DataFrame:
             bar.update()
     else:
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(nprocs, mp_context=context, initializer=_single_threaded_worker) as pool:
+        with ProcessPoolExecutor(nprocs, mp_context=context, initializer=limit_threads,
+                                 initargs=(1,)) as pool:  # workers split the cores between them
             futures = {pool.submit(_simulate_subject, item, seed, str(staging)): item for item in planned}
             for future in as_completed(futures):
                 results[futures[future].index] = future.result()

@@ -1,0 +1,176 @@
+"""Benchmark cases from a ``bids_harmony-simulate`` dataset: which subjects, which files, which slices.
+
+Target-scanner subjects the model was not trained on give the simulated domains (exp, log,
+gamma); source-scanner subjects give the paired scanner domains, scored against the same head
+imaged by the target scanner (``derivatives/groundtruth``, ``desc-pairedtarget``). Only slices
+through the brain are scored, spread evenly over the subjects of each domain.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from ..bids.selection import SelectedImage, open_layout, select_t1w
+from ..errors import BidsError, InputError
+from ..model.file import HarmonyModel
+from ..preprocessing import SliceGeometry, mask_to_slices, to_slices
+from .domains import SIMULATED_DOMAINS, simulate_domain
+from .protocol import BenchCase, spread_indices
+
+BRAIN_LABELS = (1, 2, 3)  # CSF, GM, WM in the simulator's dseg.tsv
+MIN_BRAIN_SHARE = 0.1  # slices whose brain is at least this share of the subject's largest
+DEFAULT_MAX_SLICES = 64  # slices per domain: the run time grows linearly with it
+
+
+def trained_subjects(model: HarmonyModel, bids_dir: Path) -> set[str]:
+    """Subjects of ``bids_dir`` the model was trained on (none unless it is the training dataset).
+
+    Scoring a head the flow has seen would flatter it, so these are left out.
+    """
+    dataset = model.target.get("dataset")
+    if dataset and Path(dataset).resolve() == Path(bids_dir).resolve():
+        return set(model.target.get("training_subjects") or [])
+    return set()
+
+
+def groundtruth_file(image: SelectedImage, groundtruth: Path, suffix: str) -> Path:
+    """``sub-X[_ses-Y]_<suffix>.nii[.gz]`` beside where the T1w would be, under groundtruth."""
+    relative = image.path.resolve().relative_to(groundtruth.resolve().parents[1])
+    return groundtruth / relative.parent / relative.name.replace("_T1w.nii", f"_{suffix}.nii")
+
+
+def brain_slices(image: SelectedImage, geometry: SliceGeometry, groundtruth: Path) -> np.ndarray:
+    """The brain mask on the model's slices, from the simulator's tissue labels.
+
+    The brain scores (``psnr_brain``, ``ssim_brain``) and the choice of slices use it.
+    """
+    labels_path = groundtruth_file(image, groundtruth, "dseg")
+    if not labels_path.is_file():
+        raise BidsError(f"{labels_path}: no tissue labels; bids_harmony-bench needs a dataset written by "
+                        "bids_harmony-simulate (derivatives/groundtruth)")
+    labels = nib.load(labels_path)
+    return mask_to_slices(np.isin(np.asarray(labels.dataobj), BRAIN_LABELS), labels.affine, geometry)
+
+
+def domain_label(image: SelectedImage, participants: dict[str, dict]) -> str:
+    """The scanner domain a source image belongs to, as the tables name it.
+
+    The simulator's ``participants.tsv`` domain where there is one (``<domain>: <model> <field>T``),
+    else the scanner model, field and station from the sidecar.
+    """
+    metadata = image.metadata
+    scanner = " ".join(str(part) for part in (metadata.get("ManufacturersModelName"),
+                                               f"{metadata.get('MagneticFieldStrength', '?')}T") if part)
+    domain = participants.get(image.subject, {}).get("domain")
+    return f"{domain}: {scanner}" if domain else f"{scanner} ({metadata.get('StationName', 'unknown station')})"
+
+
+def read_participants(bids_dir: Path) -> dict[str, dict]:
+    """``participants.tsv`` rows by subject label (without ``sub-``); empty if there is none."""
+    path = Path(bids_dir) / "participants.tsv"
+    if not path.is_file():
+        return {}
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t", dtype=str)
+    return {row["participant_id"].removeprefix("sub-"): row for row in table.to_dict("records")}
+
+
+class SubjectSlices:
+    """One image's brain slices on the model's grid (and, for a source image, its paired truth).
+
+    A slice is kept where the preprocessing found it valid and its brain is at least
+    ``MIN_BRAIN_SHARE`` of the subject's largest, so edge slices of skull do not dominate the scores.
+    """
+
+    def __init__(self, image: SelectedImage, model: HarmonyModel, groundtruth: Path, paired: bool):
+        self.image = image
+        slices, geometry = to_slices(image.path, model.preprocessing)
+        brain = brain_slices(image, geometry, groundtruth)
+        area = brain.reshape(len(brain), -1).sum(1)
+        keep = np.flatnonzero(geometry.valid & (area >= MIN_BRAIN_SHARE * area.max()))
+        self.slices, self.brain, self.positions = slices[keep], brain[keep], geometry.positions[keep]
+        self.truth = self.slices
+        if paired:
+            path = groundtruth_file(image, groundtruth, "desc-pairedtarget_T1w")
+            if not path.is_file():
+                raise BidsError(f"{path}: missing paired target-scanner image of {image.path.name}")
+            self.truth = to_slices(path, model.preprocessing, geometry=geometry)[0][keep]
+
+
+def take_slices(subjects: Sequence[SubjectSlices], budget: int) -> list[tuple[SubjectSlices, np.ndarray]]:
+    """Split a slice budget evenly over the pooled slices of several subjects.
+
+    Returns each subject that gets any slice with the rows it gets.
+    """
+    owners = np.concatenate([np.full(len(subject.slices), index) for index, subject in enumerate(subjects)])
+    rows = np.concatenate([np.arange(len(subject.slices)) for subject in subjects])
+    chosen = spread_indices(len(owners), budget)
+    return [(subject, rows[chosen][owners[chosen] == index]) for index, subject in enumerate(subjects)
+            if np.any(owners[chosen] == index)]
+
+
+def build_cases(model: HarmonyModel, bids_dir: Path, *, participant_labels: Iterable[str] | None = None,
+                domains: Sequence[str] = tuple(SIMULATED_DOMAINS), paired: bool = True,
+                max_slices: int = DEFAULT_MAX_SLICES, log: Callable[[str], None] = print,
+                progress: bool = True) -> list[BenchCase]:
+    """The benchmark cases of a simulated dataset: every simulated domain, then every paired domain.
+
+    ``domains`` are the simulated domains to map the target-scanner subjects' slices to (none:
+    no simulated cases); ``paired`` adds the source-scanner subjects; each domain gets at most
+    ``max_slices`` slices. ``log`` is told which subjects play which part.
+    """
+    if max_slices < 1:
+        raise InputError(f"the slice budget per domain must be at least 1 (got {max_slices})")
+    bids_dir = Path(bids_dir)
+    layout = open_layout(bids_dir)
+    groundtruth = bids_dir / "derivatives" / "groundtruth"
+    if not groundtruth.is_dir():
+        raise BidsError(f"{groundtruth}: missing; bids_harmony-bench needs a dataset written by "
+                        "bids_harmony-simulate")
+    images = select_t1w(layout, participant_labels=participant_labels)
+    trained = trained_subjects(model, bids_dir)
+    images = [image for image in images if image.subject not in trained]
+    filters = model.target.get("metadata_filters") or {}
+    if not filters:
+        raise InputError("the model records no metadata filter for its target scanner; "
+                         "bids_harmony-bench cannot tell target from source images")
+    targets = {image.path for image in select_t1w(layout, participant_labels=participant_labels,
+                                                  bids_filters=model.target.get("bids_filters") or {},
+                                                  metadata_filters=filters)}
+    participants = read_participants(bids_dir)
+    target_images = [image for image in images if image.path in targets]
+    source_images = [image for image in images if image.path not in targets] if paired else []
+    if domains and not target_images:
+        raise BidsError(f"{bids_dir}: no target-scanner T1w ({filters}) the model was not trained on")
+    log(f"Target-scanner subjects (simulated domains): {', '.join('sub-' + i.subject for i in target_images)}")
+    log(f"Source-scanner subjects (paired domains): {', '.join('sub-' + i.subject for i in source_images) or 'none'}")
+    bar = tqdm(total=len(target_images) + len(source_images), desc="preprocessing", unit="image",
+               disable=not progress)
+    cases = []
+    if domains and target_images:
+        subjects = []
+        for image in target_images:
+            subjects.append(SubjectSlices(image, model, groundtruth, paired=False))
+            bar.update()
+        picked = take_slices(subjects, max_slices)
+        for domain in domains:
+            for subject, rows in picked:
+                cases.append(BenchCase(domain, "simulated", subject.image.subject,
+                                       simulate_domain(subject.slices[rows], domain), subject.slices[rows],
+                                       subject.positions[rows], subject.brain[rows]))
+    by_domain: dict[str, list[SubjectSlices]] = {}
+    for image in source_images:
+        by_domain.setdefault(domain_label(image, participants), []).append(
+            SubjectSlices(image, model, groundtruth, paired=True))
+        bar.update()
+    bar.close()
+    for domain, subjects in sorted(by_domain.items()):
+        for subject, rows in take_slices(subjects, max_slices):
+            cases.append(BenchCase(domain, "paired", subject.image.subject, subject.slices[rows],
+                                   subject.truth[rows], subject.positions[rows], subject.brain[rows]))
+    return cases

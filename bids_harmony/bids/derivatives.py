@@ -1,0 +1,85 @@
+"""What makes the output folder a BIDS Derivatives dataset: its description, ``.bidsignore``,
+BIDS URIs and the sidecars of the harmonized images."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..__about__ import software_versions
+from ..atomic import atomic_write, file_sha256
+from .description import dataset_description
+
+#: Files the validator has no rule for (ECOSYSTEM.md, bids-validator-deno 3.0): reports, logs,
+#: figures, crash files, group tables, transforms and metrics without a data file.
+BIDSIGNORE = ("*.html", "logs", "figures", "sub-*/log", "group_*", "*_xfm.*", "*_metrics.json")
+RAW_DATASET = "raw"
+
+
+def bids_uri(path: str | Path, bids_dir: str | Path, dataset: str = RAW_DATASET) -> str:
+    """``bids:<dataset>:<path relative to the dataset>`` (the dataset is named in DatasetLinks)."""
+    relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(bids_dir))
+    return f"bids:{dataset}:{relative.as_posix()}"
+
+
+def harmonized_t1w_path(source_file: str | Path, bids_dir: str | Path, output_dir: str | Path) -> Path:
+    """Where the native-grid harmonized T1w of ``source_file`` is published."""
+    relative = Path(os.path.abspath(source_file)).relative_to(os.path.abspath(bids_dir))
+    stem = relative.name.split(".nii")[0].removesuffix("_T1w")
+    return Path(output_dir) / relative.parent / f"{stem}_desc-harmonized_T1w.nii.gz"
+
+
+def container() -> dict[str, str] | None:
+    """The container this runs in, as BIDS ``GeneratedBy.Container`` (Apptainer or our image)."""
+    for variable, kind in (("APPTAINER_CONTAINER", "apptainer"), ("SINGULARITY_CONTAINER", "singularity")):
+        if os.environ.get(variable):
+            return {"Type": kind, "URI": os.environ[variable]}
+    if os.environ.get("BIDS_HARMONY_CONTAINER_TAG"):  # set in the image (Dockerfile)
+        return {"Type": "docker", "Tag": os.environ["BIDS_HARMONY_CONTAINER_TAG"]}
+    return None
+
+
+def write_output_description(output_dir: str | Path, bids_dir: str | Path, source_name: str | None) -> None:
+    """``dataset_description.json`` and ``.bidsignore`` of the output folder (atomically)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    content = dataset_description(
+        name=f"bids_harmony: BlindHarmony-harmonized T1w of {source_name or Path(bids_dir).name}",
+        generated_by="bids_harmony",
+        description="T1-weighted images harmonized to a target scanner with BlindHarmony",
+        source_datasets=[{"URL": Path(os.path.abspath(bids_dir)).as_uri()}],
+        dataset_links={RAW_DATASET: Path(os.path.abspath(bids_dir)).as_uri()},
+    )
+    found = container()
+    if found:
+        content["GeneratedBy"][0]["Container"] = found
+    with atomic_write(output_dir / "dataset_description.json", "w") as stream:
+        stream.write(json.dumps(content, indent=2) + "\n")
+    with atomic_write(output_dir / ".bidsignore", "w") as stream:
+        stream.write("\n".join(BIDSIGNORE) + "\n")
+
+
+def harmonized_sidecar(*, source_file: str, bids_dir: str, model_file: str, parameters: dict[str, Any],
+                       device: str, contrast_agreement: float | None, warnings: list[str],
+                       skull_stripped: bool) -> dict[str, Any]:
+    """The JSON sidecar of a harmonized T1w: where it came from and how it was made."""
+    source_metadata = {}
+    source_sidecar = Path(str(source_file).split(".nii")[0] + ".json")
+    if source_sidecar.is_file():
+        source_metadata = json.loads(source_sidecar.read_text())
+    return {
+        "Sources": [bids_uri(source_file, bids_dir)],
+        "SourceSHA256": file_sha256(source_file),
+        "SkullStripped": bool(source_metadata.get("SkullStripped", skull_stripped)),
+        "Description": "T1w harmonized to the model's target scanner with BlindHarmony (bids_harmony)",
+        "HarmonizationModel": {"File": os.path.basename(model_file), "SHA256": file_sha256(model_file)},
+        "HarmonizationParameters": parameters,
+        "ContrastAgreement": contrast_agreement,
+        "Warnings": list(warnings),
+        "Device": device,
+        "HarmonizationSoftware": software_versions(),  # not "SoftwareVersions": BIDS means the scanner's
+        "SourceScanner": {key: source_metadata[key] for key in
+                          ("Manufacturer", "ManufacturersModelName", "MagneticFieldStrength",
+                           "DeviceSerialNumber", "StationName") if key in source_metadata},
+    }

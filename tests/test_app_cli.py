@@ -1,0 +1,93 @@
+"""The command line of the BIDS-App, without running a workflow: options, settings, plugins."""
+import argparse
+import dataclasses
+
+import pytest
+
+from bids_harmony.cli.parser import build_parser
+from bids_harmony.cli.participant import crash_problem, plugin_settings
+from bids_harmony.errors import InputError, SettingsError
+from bids_harmony.settings import HarmonizationParams, flag_of, settings_from_arguments
+
+
+def _parse(*options):
+    return build_parser().parse_args(["bids", "out", "participant", *options])
+
+
+def test_fmriprep_aliases_reach_the_same_options():
+    for spelling in (["--participant_label", "01"], ["--participant-label", "sub-01"]):
+        assert _parse(*spelling).participant_label in (["01"], ["sub-01"])
+    for flag in ("--nprocs", "--nthreads", "--n_cpus", "--n-cpus"):
+        assert _parse(flag, "3").nprocs == 3
+    assert _parse("--skip_bids_validation").skip_bids_validation
+    assert _parse("--omp_nthreads", "2").omp_nthreads == 2
+    assert str(_parse("-w", "/tmp/w").work_dir) == "/tmp/w"
+
+
+def test_every_setting_has_an_option_and_unset_ones_stay_unset():
+    """Generated from the dataclass: the settings no command reached before are there too, and an
+    option not given never overrides the defaults (or a preset)."""
+    help_text = build_parser().format_help()
+    for item in dataclasses.fields(HarmonizationParams):
+        assert flag_of(item) in help_text
+    for flag in ("--highpass-radius", "--edge-threshold", "--foreground-threshold"):
+        assert flag in help_text
+    args = _parse()
+    assert not any(hasattr(args, item.name) for item in dataclasses.fields(HarmonizationParams))
+    preset = HarmonizationParams(iterations=10, beta1=0.9)
+    assert settings_from_arguments(args, preset) == preset
+    changed = settings_from_arguments(_parse("--beta1", "0.2", "--no-target-background",
+                                             "--harmonize-batch-size", "8", "--edge", "sobel"), preset)
+    assert (changed.beta1, changed.target_background, changed.batch_size, changed.edge) == (0.2, False, 8, "sobel")
+    assert changed.iterations == 10
+
+
+def test_help_says_what_the_demo_model_is(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    assert "trained on simulated heads only" in " ".join(capsys.readouterr().out.split())
+
+
+def test_settings_round_trip_and_refuse_unknown_keys():
+    params = HarmonizationParams(beta2=0.25, edge="sobel")
+    assert HarmonizationParams.from_dict(params.to_dict()) == params
+    with pytest.raises(SettingsError, match="unknown harmonization setting.*gamma"):
+        HarmonizationParams.from_dict({**params.to_dict(), "gamma": 1})
+    with pytest.raises(SettingsError, match="iterations must be int"):
+        HarmonizationParams(iterations=2.5)
+    with pytest.raises(SettingsError, match="beta1 must be a non-negative"):
+        HarmonizationParams(beta1=float("nan"))
+
+
+def test_settings_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    probe = "import sys, bids_harmony.settings, bids_harmony.cli.parser; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+def test_plugin_file_in_fmriprep_format(tmp_path):
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: MultiProc\nplugin_args:\n  n_procs: 6\n  maxtasksperchild: 1\n")
+    args = argparse.Namespace(use_plugin=plugin, nprocs=2, mem_gb=8.0)
+    settings = plugin_settings(args, "cpu")
+    assert settings["plugin"] == "MultiProc"
+    assert settings["plugin_args"] == {"n_procs": 6, "maxtasksperchild": 1, "memory_gb": 8.0, "n_gpu_procs": 0,
+                                       "raise_insufficient": True}
+    plugin.write_text("plugin: SLURMGraph\nplugin_args:\n  sbatch_args: --time=1:00:00\n")
+    assert plugin_settings(args, "cpu") == {"plugin": "SLURMGraph",
+                                            "plugin_args": {"sbatch_args": "--time=1:00:00"}}
+    plugin.write_text("- not\n- a mapping\n")
+    with pytest.raises(InputError, match="plugin.yml"):
+        plugin_settings(args, "cpu")
+
+
+def test_crash_file_gives_one_line(tmp_path):
+    crash = tmp_path / "crash-x.txt"
+    crash.write_text("Node: prepare\nTraceback:\n  File x\nbids_harmony.errors.InputError: /d/sub-01_T1w.nii.gz: "
+                     "contains NaN or infinite values\n")
+    assert crash_problem(crash) == "/d/sub-01_T1w.nii.gz: contains NaN or infinite values"
+    crash.write_text("Node: harmonize\nTraceback:\nZeroDivisionError: division by zero\n")
+    assert crash_problem(crash).startswith("unexpected error (ZeroDivisionError: division by zero)")
