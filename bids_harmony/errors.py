@@ -44,3 +44,10 @@ class ProcessingError(BidsHarmonyError):
     """An external tool (ANTs registration, deepbet, the BIDS validator) failed on an input."""
 
     exit_code = 5
+
+
+def one_line(error: Exception) -> str:
+    """An external tool's exception in one line, for a :class:`ProcessingError` (ITK's and
+    deepbet's reports span many lines; the last one says what went wrong)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1] if lines else 'no message'}"

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from .errors import InputError, ProcessingError
+from .errors import InputError, ProcessingError, one_line
 from .threads import ants_single_threaded
 
 ImageLike = Union[str, os.PathLike, nib.spatialimages.SpatialImage]
@@ -180,9 +180,14 @@ def _brain_extractor():
 
 
 def extract_brain(image: nib.spatialimages.SpatialImage) -> np.ndarray:
-    """Brain mask (native grid, bool) from deepbet, whose weights ship in its wheel."""
+    """Brain mask (native grid, bool) from deepbet, whose weights ship in its wheel; its
+    failures (odd grids, too little head) become a :class:`ProcessingError` naming the file."""
     native = nib.Nifti1Image(np.asarray(image.dataobj, dtype=np.float32).reshape(image.shape[:3]), image.affine)
-    _, mask, _ = _brain_extractor().run(native)
+    try:
+        _, mask, _ = _brain_extractor().run(native)
+    except Exception as error:
+        raise ProcessingError(f"{image.get_filename() or '<in-memory image>'}: brain extraction (deepbet) "
+                              f"failed ({one_line(error)})") from error
     return np.asarray(mask.dataobj).reshape(image.shape[:3]) > 0
 
 
@@ -273,12 +278,6 @@ def minmax_slices(slices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return normalised.astype(np.float32), lows, highs
 
 
-def _summary(error: Exception) -> str:
-    """An external tool's exception in one line (ITK's reports span many)."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[-1] if lines else 'no message'}"
-
-
 def to_slices(
     image: ImageLike, config: Any, geometry: SliceGeometry | None = None
 ) -> tuple[np.ndarray, SliceGeometry]:
@@ -292,10 +291,7 @@ def to_slices(
     config = geometry.config if geometry is not None else _config_of(config)
     brain_mask = None
     if config.brain_extraction:
-        try:
-            brain_mask = extract_brain(image)
-        except Exception as error:  # deepbet's own failures (odd grids, too little head)
-            raise ProcessingError(f"{name}: brain extraction (deepbet) failed ({_summary(error)})") from error
+        brain_mask = extract_brain(image)
         data = data * brain_mask
     if geometry is not None:
         template_to_native = geometry.template_to_native
@@ -304,7 +300,7 @@ def to_slices(
             template_to_native = _rigid_template_to_native(data, image.affine, config.brain_extraction)
         except Exception as error:  # ANTs raises RuntimeError with ITK's multi-line report
             raise ProcessingError(f"{name}: the rigid registration to the template (ANTs) failed "
-                                  f"({_summary(error)})") from error
+                                  f"({one_line(error)})") from error
     else:
         template_to_native = _centre_template_to_native(data, image.affine, config)
     grid = _native_to_grid(data, image.affine, template_to_native, config)

@@ -170,10 +170,14 @@ def app_dataset(multiscanner_dataset, tmp_path_factory) -> Path:
     return root
 
 
+APP_ITERATIONS = 2
+
+
 @pytest.fixture(scope="session")
 def participant_run(app_dataset, tmp_path_factory):
     """One participant-level run of the real command (a subprocess, as users run it) on every
-    subject of ``app_dataset``, with the bundled model; shared by the output tests."""
+    subject of ``app_dataset``, with the bundled model; shared by the output tests. Two
+    iterations instead of four (``APP_ITERATIONS``) keep it short on 2 cores."""
     import subprocess
     import sys
     from types import SimpleNamespace
@@ -184,7 +188,7 @@ def participant_run(app_dataset, tmp_path_factory):
     result = subprocess.run(
         [sys.executable, "-m", "bids_harmony.cli.run", str(app_dataset), str(output_dir), "participant",
          "--model", "demo", "-w", str(work_dir), "--nprocs", "2", "--omp-nthreads", "1",
-         "--bids-copy", str(bids_copy)],
+         "--bids-copy", str(bids_copy), "--iterations", str(APP_ITERATIONS)],
         capture_output=True, text=True, env={**os.environ, "NIPYPE_NO_ET": "1"}, timeout=1800,
     )
     return SimpleNamespace(bids_dir=app_dataset, output_dir=output_dir, work_dir=work_dir, bids_copy=bids_copy,

@@ -9,6 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import APP_ITERATIONS
+
 from bids_harmony.bids.derivatives import BIDSIGNORE, harmonized_t1w_path
 from bids_harmony.model import load_model
 from bids_harmony.preprocessing import grid_volume, load_geometry, read_itk_transform, to_slices
@@ -79,7 +81,7 @@ def test_sidecars_record_sources_model_and_settings(participant_run):
     assert sidecar["SourceSHA256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert sidecar["SkullStripped"] is False and sidecar["Description"]
     assert sidecar["HarmonizationModel"]["SHA256"] == model.sha256
-    assert sidecar["HarmonizationParameters"]["iterations"] == 4
+    assert sidecar["HarmonizationParameters"]["iterations"] == APP_ITERATIONS
     assert sidecar["Device"] == "cpu"
     assert 0.5 <= sidecar["ContrastAgreement"] <= 1.0 and sidecar["Warnings"] == []
     assert sidecar["SourceScanner"]["ManufacturersModelName"]
@@ -124,10 +126,10 @@ def test_logs_hold_configuration_and_methods_boilerplate(participant_run):
     logs = participant_run.output_dir / "logs"
     (config_file,) = logs.glob("config-*.json")
     config = json.loads(config_file.read_text())
-    assert config["harmonization"]["iterations"] == 4 and config["device"] == "cpu"
+    assert config["harmonization"]["iterations"] == APP_ITERATIONS and config["device"] == "cpu"
     assert sum(len(runs) for runs in config["runs"].values()) == len(RUNS)
     markdown = (logs / "CITATION.md").read_text()
-    assert "optimised for 4 iterations" in markdown and "[@blindharmony]" in markdown
+    assert f"optimised for {APP_ITERATIONS} iterations" in markdown and "[@blindharmony]" in markdown
     assert markdown.count("The T1-weighted image was harmonized") == 1
     bib = (logs / "CITATION.bib").read_text()
     for key in ("blindharmony", "nsf", "nflows", "nipype1", "pybids", "ants"):
@@ -148,21 +150,25 @@ def _next_step(in_file):
     return in_file
 
 
-def test_workflow_output_equals_harmonize_image_when_embedded(multiscanner_dataset, tmp_path):
+def test_workflow_output_equals_harmonize_image_when_embedded(multiscanner_dataset, tmp_path, participant_run):
     """A parent workflow feeds ``init_harmonize_t1w_wf`` a T1w and consumes its output (the
-    "plug into fMRIPrep-style pipelines" use); the image equals ``harmonize_image``'s."""
+    "plug into fMRIPrep-style pipelines" use); the image equals ``harmonize_image``'s, and the
+    participant run's of the same file (another process, work dir and plugin): same inputs and
+    settings, the same image data."""
     from nipype.interfaces import utility as niu
     from nipype.pipeline import engine as pe
 
     from bids_harmony.harmonize import harmonize_image
     from bids_harmony.model import bundled_model_path
+    from bids_harmony.settings import HarmonizationParams
     from bids_harmony.workflows import init_harmonize_t1w_wf
 
     t1w = multiscanner_dataset / "sub-03" / "anat" / "sub-03_T1w.nii.gz"
     parent = pe.Workflow(name="parent_wf", base_dir=str(tmp_path))
     source = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="source")
     source.inputs.t1w = str(t1w)
-    harmonize_wf = init_harmonize_t1w_wf(model_file=str(bundled_model_path()), omp_nthreads=2)
+    params = HarmonizationParams(iterations=APP_ITERATIONS)
+    harmonize_wf = init_harmonize_t1w_wf(model_file=str(bundled_model_path()), params=params, omp_nthreads=2)
     collected = {}
     consumer = pe.Node(niu.Function(function=_next_step, input_names=["in_file"], output_names=["out"]),
                        name="consumer")
@@ -175,9 +181,11 @@ def test_workflow_output_equals_harmonize_image_when_embedded(multiscanner_datas
         if node.name == "consumer":
             collected["out"] = node.result.outputs.out
     from_workflow = np.asarray(nib.load(collected["out"]).dataobj)
-    direct = harmonize_image(str(t1w), load_model()).image
+    direct = harmonize_image(str(t1w), load_model(), params).image
     assert from_workflow.dtype == np.float32
     assert np.array_equal(from_workflow, np.asarray(direct.dataobj))
+    same_file = participant_run.output_dir / "sub-01/ses-1/anat/sub-01_ses-1_run-2_desc-harmonized_T1w.nii.gz"
+    assert np.array_equal(from_workflow, np.asarray(nib.load(str(same_file)).dataobj))
     geometry_file = next(tmp_path.rglob("geometry.json"))
     assert load_geometry(geometry_file).valid.sum() > 60
 

@@ -33,24 +33,34 @@ def _files(root, subject):
     return {key: path for key, path in files.items() if path.exists()}
 
 
-def _measure(image_path, labels_path):
+def _label_values(root):
+    """Tissue name -> label value, from the ground truth's own table (not BIDS's 1 GM, 2 WM)."""
+    table = pd.read_csv(root / GROUNDTRUTH / "dseg.tsv", sep="\t")
+    return dict(zip(table["name"], table["index"]))
+
+
+def _measure(image_path, labels_path, label_values):
     image = nib.load(str(image_path))
     data = image.get_fdata(dtype=np.float32)
     labels = np.asarray(nib.load(str(labels_path)).dataobj)
     zooms = image.header.get_zooms()[:3]
-    return wm_gm_ratio(data, labels, zooms), bias_profile(data, labels, zooms)
+    wm, gm = label_values["WM"], label_values["GM"]
+    return (wm_gm_ratio(data, labels, zooms, wm_label=wm, gm_label=gm),
+            bias_profile(data, labels, zooms, wm_label=wm))
 
 
 @pytest.fixture(scope="module")
 def scanner_signatures(multiscanner_dataset, participants):
     """Per subject: contrast and bias profile of its scan and of its paired target scan."""
+    label_values = _label_values(multiscanner_dataset)
     rows = []
     for _, row in participants.iterrows():
         files = _files(multiscanner_dataset, row.participant_id)
-        ratio, bias = _measure(files["image"], files["labels"])
+        ratio, bias = _measure(files["image"], files["labels"], label_values)
         entry = {"subject": row.participant_id, "scanner": row.scanner, "ratio": ratio, "bias": bias}
         if "paired_image" in files:
-            entry["paired_ratio"], entry["paired_bias"] = _measure(files["paired_image"], files["paired_labels"])
+            entry["paired_ratio"], entry["paired_bias"] = _measure(files["paired_image"], files["paired_labels"],
+                                                                   label_values)
         rows.append(entry)
     return pd.DataFrame(rows)
 

@@ -1,5 +1,7 @@
-"""Scanner signatures measured on an image with tissue labels (1 CSF, 2 GM, 3 WM).
+"""Scanner signatures measured on an image with tissue labels.
 
+The label values are arguments: the simulator's ground truth (1 CSF, 2 GM, 3 WM) and BIDS's
+dseg table (1 GM, 2 WM, 3 CSF) disagree, so each caller passes the values of its own table.
 Both measures are ratios of medians, so they ignore the arbitrary intensity scale of a scan
 and are robust to noise and partial-volume tails.
 """
@@ -8,16 +10,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-CSF, GM, WM = 1, 2, 3
 
-
-def _core(labels: np.ndarray, label: int) -> np.ndarray:
+def core_mask(labels: np.ndarray, label: int) -> np.ndarray:
     """Voxels of ``label`` whose face neighbours carry the same label (no partial volume)."""
     return ndimage.binary_erosion(labels == label)
 
 
-def wm_gm_ratio(image: np.ndarray, labels: np.ndarray, voxel_mm: np.ndarray,
-                block_mm: float = 24.0, min_voxels: int = 50) -> float:
+def wm_gm_ratio(image: np.ndarray, labels: np.ndarray, voxel_mm: np.ndarray, *, wm_label: int,
+                gm_label: int, block_mm: float = 24.0, min_voxels: int = 50) -> float:
     """White over grey matter intensity, measured locally so a smooth bias field cancels.
 
     The brain is cut into cubes of ``block_mm``; in each cube holding enough core voxels of
@@ -28,8 +28,8 @@ def wm_gm_ratio(image: np.ndarray, labels: np.ndarray, voxel_mm: np.ndarray,
     block = np.maximum(np.round(block_mm / np.asarray(voxel_mm, dtype=float)).astype(int), 1)
     grid = tuple(-(-size // step) for size, step in zip(labels.shape, block))
     per_tissue = []
-    for label in (WM, GM):
-        where = np.nonzero(_core(labels, label))
+    for label in (wm_label, gm_label):
+        where = np.nonzero(core_mask(labels, label))
         cubes = np.ravel_multi_index(tuple(w // b for w, b in zip(where, block)), grid)
         order = np.argsort(cubes, kind="stable")
         cubes, values = cubes[order], image[where][order]
@@ -47,17 +47,21 @@ def wm_gm_ratio(image: np.ndarray, labels: np.ndarray, voxel_mm: np.ndarray,
     return float(np.median(ratios))
 
 
-def bias_profile(image: np.ndarray, labels: np.ndarray, voxel_mm: np.ndarray,
+def bias_profile(image: np.ndarray, labels: np.ndarray, voxel_mm: np.ndarray, *, wm_label: int,
                  inner_mm: float = 30.0, outer_mm: float = 55.0) -> float:
     """Deep over superficial white matter (median intensity): above 1 means centre brightening.
 
     Distances are from the centroid of the white matter, in millimetres.
     """
-    white = _core(labels, WM)
+    white = core_mask(labels, wm_label)
     coordinates = np.argwhere(white) * np.asarray(voxel_mm)
     distance = np.linalg.norm(coordinates - coordinates.mean(0), axis=1)
     values = image[white]
-    return float(np.median(values[distance < inner_mm]) / np.median(values[distance > outer_mm]))
+    deep, superficial = values[distance < inner_mm], values[distance > outer_mm]
+    if not len(deep) or not len(superficial):
+        raise ValueError(f"no core white matter within {inner_mm} mm of its centroid or beyond "
+                         f"{outer_mm} mm: too little white matter to measure its bias profile")
+    return float(np.median(deep) / np.median(superficial))
 
 
 def _white_matter_levels(slices: np.ndarray, white_matter: np.ndarray, min_voxels: int) -> np.ndarray:

@@ -14,10 +14,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -25,6 +24,7 @@ from scipy import ndimage
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from ..errors import InputError
+from ..scratch import private_tempdir
 from ..threads import ants_single_threaded
 from .tissues import TISSUE_INDEX, TISSUES
 
@@ -195,21 +195,6 @@ def _derive_icbm(files: dict[str, Path]):
     return _assemble(np.stack([csf, gm, wm]), head, affine)
 
 
-@contextmanager
-def _private_tempdir() -> Iterator[None]:
-    """Send files made through ``tempfile`` to a private folder, removed afterwards.
-
-    ``ants.atropos`` writes its posteriors (13 MB for Colin27) to names from ``tempfile.mktemp``
-    and never deletes them, and takes no folder to write to.
-    """
-    with tempfile.TemporaryDirectory(prefix="bids_harmony-ants-") as scratch:
-        previous, tempfile.tempdir = tempfile.tempdir, scratch
-        try:
-            yield
-        finally:
-            tempfile.tempdir = previous
-
-
 def _derive_colin(files: dict[str, Path]):
     ants_single_threaded()
     import ants  # antspyx: imported lazily, it is slow to import
@@ -218,7 +203,7 @@ def _derive_colin(files: dict[str, Path]):
     brain_image = ants.image_read(str(files["brain"]))
     brain_mask = ndimage.binary_fill_holes(brain_image.numpy() > 0)
     mask_image = brain_image.new_image_like(brain_mask.astype(np.float32))
-    with _private_tempdir():
+    with private_tempdir():
         # r=0: a constant seed; by default Atropos seeds its k-means from the clock, and the
         # simulated heads would change with every derivation of the cache
         segmentation = ants.atropos(
