@@ -262,7 +262,7 @@ def test_warns_when_output_holds_outputs_of_other_settings(participant_run, tmp_
     shutil.copytree(participant_run.output_dir / "sub-02", output_dir / "sub-02")
     command = [sys.executable, "-m", "bids_harmony.cli.run", str(participant_run.bids_dir), str(output_dir),
                "participant", "--model", "demo", "--participant-label", "02", "--skip-bids-validation",
-               "-w", str(tmp_path / "work"), "--boilerplate-only"]
+               "-w", str(tmp_path / "work"), "--boilerplate-only", "--iterations", str(APP_ITERATIONS)]
     same = subprocess.run(command, capture_output=True, text=True)
     assert same.returncode == 0 and "other settings" not in same.stderr
     other = subprocess.run([*command, "--beta1", "0.3"], capture_output=True, text=True)
