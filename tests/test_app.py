@@ -165,6 +165,7 @@ def test_workflow_output_equals_harmonize_image_when_embedded(multiscanner_datas
 
     t1w = multiscanner_dataset / "sub-03" / "anat" / "sub-03_T1w.nii.gz"
     parent = pe.Workflow(name="parent_wf", base_dir=str(tmp_path))
+    parent.config["execution"]["crashdump_dir"] = str(tmp_path)  # not the current folder
     source = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="source")
     source.inputs.t1w = str(t1w)
     params = HarmonizationParams(iterations=APP_ITERATIONS)
