@@ -11,6 +11,7 @@ from pathlib import Path
 from ..__about__ import __version__
 from ..atomic import atomic_copy
 from ..errors import InputError
+from .paths import sidecar_path
 
 COPY_MARKER = "bids_harmony --bids-copy"
 
@@ -53,7 +54,7 @@ def write_bids_copy(bids_dir: Path, copy_dir: Path, harmonized: dict[Path, Path]
     """
     staging = copy_dir.with_name(f".{copy_dir.name}.partial-{uuid.uuid4().hex[:8]}")
     skipped = {Path(path).resolve() for path in left_out}
-    sidecars = {Path(str(path).split(".nii")[0] + ".json").resolve() for path in [*harmonized, *left_out]}
+    sidecars = {sidecar_path(path).resolve() for path in [*harmonized, *left_out]}
     replacements = {Path(source).resolve(): Path(target) for source, target in harmonized.items()}
     try:
         for source in sorted(bids_dir.rglob("*")):
@@ -81,7 +82,7 @@ def write_bids_copy(bids_dir: Path, copy_dir: Path, harmonized: dict[Path, Path]
 
 
 def _write_sidecar(source: Path, bids_dir: Path, staging: Path, model_sha256: str) -> None:
-    sidecar = Path(str(source).split(".nii")[0] + ".json")
+    sidecar = sidecar_path(source)
     content = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
     content["HarmonizedWith"] = {"Software": f"bids_harmony {__version__}", "ModelSHA256": model_sha256,
                                  "Source": source.relative_to(bids_dir).as_posix()}

@@ -10,6 +10,7 @@ from typing import Any
 from ..__about__ import software_versions
 from ..atomic import atomic_write, file_sha256
 from .description import dataset_description
+from .paths import sidecar_path
 
 #: Files the validator has no rule for (ECOSYSTEM.md, bids-validator-deno 3.0): reports, logs,
 #: figures, crash files, group tables, transforms and metrics without a data file.
@@ -65,7 +66,7 @@ def harmonized_sidecar(*, source_file: str, bids_dir: str, model_file: str, para
                        skull_stripped: bool) -> dict[str, Any]:
     """The JSON sidecar of a harmonized T1w: where it came from and how it was made."""
     source_metadata = {}
-    source_sidecar = Path(str(source_file).split(".nii")[0] + ".json")
+    source_sidecar = sidecar_path(source_file)
     if source_sidecar.is_file():
         source_metadata = json.loads(source_sidecar.read_text())
     return {

@@ -26,6 +26,11 @@ def build_bids_path(entities: dict, derivative: bool = False) -> str:
     return path
 
 
+def sidecar_path(image: str | Path) -> Path:
+    """The JSON sidecar beside a NIfTI image (``.nii`` or ``.nii.gz``)."""
+    return Path(str(image).split(".nii")[0] + ".json")
+
+
 def write_json(path: str | Path, content: dict) -> None:
     """A JSON sidecar, indented, with a trailing newline, parents created."""
     path = Path(path)

@@ -31,7 +31,6 @@ class Selection:
 
     runs: dict[str, list[str]] = field(default_factory=dict)
     without_t1w: list[str] = field(default_factory=list)
-    images: list = field(default_factory=list)
 
 
 def inside_dataset(path: Path, bids_dir: Path) -> bool:
@@ -85,7 +84,7 @@ def select_runs(layout, participant_labels, session_labels, bids_filter_file) ->
 
     images = select_t1w(layout, participant_labels, session_labels, read_bids_filters(bids_filter_file))
     subjects = clean_labels(participant_labels, "sub") or sorted(layout.get_subjects())
-    selection = Selection(images=images)
+    selection = Selection()
     for subject in subjects:
         runs = [str(image.path) for image in images if image.subject == subject]
         if runs:
