@@ -19,7 +19,7 @@ setup(
     packages=find_packages(include=["bids_harmony", "bids_harmony.*"]) + ["bids_harmony.workflows"],
     package_dir={"bids_harmony.workflows": "workflows"},
     # the bundled demo model (scripts/make_demo_model.sh)
-    package_data={"bids_harmony": ["data/demo_model.pt"]},
+    package_data={"bids_harmony": ["data/demo_model.pt", "data/reports/*"]},
     install_requires=[
         "torch>=2.1,<3",
         "nflows==0.14",

@@ -53,6 +53,11 @@ REFERENCES: dict[str, tuple[str, dict[str, str]]] = {
         "author": "Fisch, Lukas and Zumdick, Stefan and Barkhau, Carlotta and others",
         "title": "deepbet: Fast brain extraction of {T1}-weighted {MRI} using Convolutional Neural Networks",
         "journal": "Computers in Biology and Medicine", "year": "2024"}),
+    "atropos": ("article", {
+        "author": "Avants, Brian B. and Tustison, Nicholas J. and Wu, Jue and Cook, Philip A. and Gee, James C.",
+        "title": "An open source multivariate framework for n-tissue segmentation with evaluation on public data",
+        "journal": "Neuroinformatics", "volume": "9", "number": "4", "pages": "381--400", "year": "2011",
+        "doi": "10.1007/s12021-011-9109-y"}),
 }
 
 _CITATION = re.compile(r"\[@([\w-]+)\]")

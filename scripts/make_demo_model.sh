@@ -3,10 +3,12 @@
 #
 # Trains the `small` preset on the target scanner (TIM Trio "TRIO-A") of a simulated dataset
 # made from two anatomy sources only (ICBM152 and fsaverage): Colin27 stays out of training,
-# so that benchmarks can test harmonization on an anatomy the model never saw.
+# so that benchmarks can test harmonization on an anatomy the model never saw. Training ends
+# with the QC calibration on the validation subjects, stored in the model file;
+# scripts/calibrate_demo_model.sh re-measures it without retraining.
 #
 # Usage: bash scripts/make_demo_model.sh [WORK_DIR]   (run from the repository root, after
-# `pip install -e .`; about 39 minutes on 2 CPU cores)
+# `pip install -e .`; about 42 minutes on 2 CPU cores, the calibration included)
 set -euo pipefail
 work=${1:-demo-model-work}
 mkdir -p "$work"

@@ -171,13 +171,19 @@ def app_dataset(multiscanner_dataset, tmp_path_factory) -> Path:
 
 
 APP_ITERATIONS = 2
+#: The subjects of ``app_dataset`` whose runs get the WM-segmentation QC in ``participant_run``:
+#: two target-scanner runs (sub-01 run-1, sub-05), two other scanners (sub-01's others) and the
+#: T2w named T1w (sub-06).
+QC_SUBJECTS = ("01", "05", "06")
 
 
 @pytest.fixture(scope="session")
 def participant_run(app_dataset, tmp_path_factory):
-    """One participant-level run of the real command (a subprocess, as users run it) on every
-    subject of ``app_dataset``, with the bundled model; shared by the output tests. Two
-    iterations instead of four (``APP_ITERATIONS``) keep it short on 2 cores."""
+    """The participant level of the real command (a subprocess, as users run it) with the
+    bundled model, shared by the output tests: every subject of ``app_dataset`` with
+    ``--skip-qc``, then :data:`QC_SUBJECTS` again with QC, in the same output folder and work
+    dir (their harmonization is reused; QC on all eight runs would double the suite's time on
+    2 cores). Two iterations instead of four (``APP_ITERATIONS``) keep it short."""
     import subprocess
     import sys
     from types import SimpleNamespace
@@ -185,12 +191,15 @@ def participant_run(app_dataset, tmp_path_factory):
     base = tmp_path_factory.mktemp("participant")
     output_dir, work_dir, bids_copy = base / "out", base / "work", base / "harmonized_bids"
     before = tree_digest(app_dataset)
-    result = subprocess.run(
-        [sys.executable, "-m", "bids_harmony.cli.run", str(app_dataset), str(output_dir), "participant",
-         "--model", "demo", "-w", str(work_dir), "--nprocs", "2", "--omp-nthreads", "1",
-         "--bids-copy", str(bids_copy), "--iterations", str(APP_ITERATIONS)],
-        capture_output=True, text=True, env={**os.environ, "NIPYPE_NO_ET": "1"}, timeout=1800,
-    )
+    command = [sys.executable, "-m", "bids_harmony.cli.run", str(app_dataset), str(output_dir), "participant",
+               "--model", "demo", "-w", str(work_dir), "--nprocs", "2", "--omp-nthreads", "1",
+               "--iterations", str(APP_ITERATIONS)]
+    environment = {**os.environ, "NIPYPE_NO_ET": "1"}
+    harmonized = subprocess.run([*command, "--bids-copy", str(bids_copy), "--skip-qc"], capture_output=True,
+                                text=True, env=environment, timeout=1800)
+    with_qc = subprocess.run([*command, "--skip-bids-validation", "--participant-label", *QC_SUBJECTS],
+                             capture_output=True, text=True, env=environment, timeout=1800)
     return SimpleNamespace(bids_dir=app_dataset, output_dir=output_dir, work_dir=work_dir, bids_copy=bids_copy,
-                           returncode=result.returncode, stdout=result.stdout, stderr=result.stderr,
+                           returncode=harmonized.returncode, stdout=harmonized.stdout, stderr=harmonized.stderr,
+                           qc_returncode=with_qc.returncode, qc_stderr=with_qc.stderr,
                            input_before=before, input_after=tree_digest(app_dataset))

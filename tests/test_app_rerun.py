@@ -1,6 +1,6 @@
 """Running like a NiPreps app: a killed run resumes from its finished nodes, a rerun after success
-recomputes nothing, one more subject runs only the new one (one iteration: the caching is what
-is tested; same inputs giving the same image data is in test_app.py)."""
+recomputes nothing, one more subject runs only the new one (one iteration and ``--skip-qc``: the
+caching is what is tested; same inputs giving the same image data is in test_app.py)."""
 import json
 import os
 import signal
@@ -16,7 +16,7 @@ PROCESSING_NODES = ("prepare", "harmonize", "reassemble")
 def _command(dataset, output_dir, work_dir, *labels, extra=()):
     return [sys.executable, "-m", "bids_harmony.cli.run", str(dataset), str(output_dir), "participant",
             "--model", "demo", "-w", str(work_dir), "--nprocs", "2", "--skip-bids-validation", "--iterations", "1",
-            "--participant-label", *labels, *extra]
+            "--skip-qc", "--participant-label", *labels, *extra]
 
 
 def _run(command, cwd=None):
@@ -76,3 +76,5 @@ def test_kill_resume_rerun_and_one_more_subject(multiscanner_dataset, tmp_path):
                 if isinstance(record.get("runtime_memory_gb"), float)}  # "N/A" for cached nodes
     for node in PROCESSING_NODES:
         assert measured[node]["runtime_memory_gb"] > 0 and measured[node]["duration"] > 0, records
+    assert not any(name in measured for name in ("brain_mask", "segment_source", "metrics"))  # --skip-qc
+    assert list(output_dir.rglob("*_desc-qc_metrics.json")) == [] and list(output_dir.rglob("*_dseg*")) == []

@@ -13,7 +13,8 @@ from bids_harmony.__about__ import __version__
 from bids_harmony.settings import HarmonizationParams
 
 from .harmonize import init_harmonize_t1w_wf
-from .outputs import init_t1w_derivatives_wf
+from .outputs import QC_DERIVATIVES, QC_FIGURES, init_qc_derivatives_wf, init_t1w_derivatives_wf
+from .qc import init_qc_wf
 
 
 def run_label(t1w: str | Path) -> str:
@@ -35,6 +36,7 @@ def init_bids_harmony_wf(
     device: str = "cpu",
     strict: bool = False,
     omp_nthreads: int = 1,
+    skip_qc: bool = False,
     stop_on_first_crash: bool = False,
     name: str = "bids_harmony_wf",
 ) -> Workflow:
@@ -65,6 +67,8 @@ def init_bids_harmony_wf(
         This run's identifier (names the crash-file folder).
     model_file, params, device, strict, omp_nthreads
         As :func:`~bids_harmony.workflows.init_harmonize_t1w_wf`.
+    skip_qc : :obj:`bool`
+        Harmonize only: no segmentation QC, figures or metrics.
     stop_on_first_crash : :obj:`bool`
         Stop everything at the first failed node.
     name : :obj:`str`
@@ -90,7 +94,7 @@ It is released under the [CC0](https://creativecommons.org/publicdomain/zero/1.0
         subject_wf = init_single_subject_wf(
             subject=label, t1w_files=t1w_files, bids_dir=bids_dir, output_dir=output_dir,
             staging_dir=str(Path(work_dir) / "staging"), model_file=model_file, params=params,
-            device=device, strict=strict, omp_nthreads=omp_nthreads,
+            device=device, strict=strict, omp_nthreads=omp_nthreads, skip_qc=skip_qc,
         )
         subject_wf.config["execution"] = {
             "crashdump_dir": str(Path(output_dir) / f"sub-{label}" / "log" / run_uuid),
@@ -115,10 +119,11 @@ def init_single_subject_wf(
     device: str = "cpu",
     strict: bool = False,
     omp_nthreads: int = 1,
+    skip_qc: bool = False,
     name: str | None = None,
 ) -> Workflow:
     """
-    One subject: each T1w run harmonized and written as derivatives on its own.
+    One subject: each T1w run harmonized, checked and written as derivatives on its own.
 
     Workflow Graph
         .. workflow::
@@ -141,6 +146,8 @@ def init_single_subject_wf(
         As :func:`~bids_harmony.workflows.init_t1w_derivatives_wf`.
     model_file, params, device, strict, omp_nthreads
         As :func:`~bids_harmony.workflows.init_harmonize_t1w_wf`.
+    skip_qc : :obj:`bool`
+        As :func:`init_bids_harmony_wf`.
     name : :obj:`str`
         Name of the workflow (default ``sub_<label>_wf``).
 
@@ -169,5 +176,24 @@ def init_single_subject_wf(
                 ("outputnode.warnings", "inputnode.warnings"),
                 ("outputnode.device", "inputnode.device"),
             ]),
+        ])  # fmt: skip
+        if skip_qc:
+            continue
+        qc_wf = init_qc_wf(model_file=model_file, bids_dir=bids_dir, omp_nthreads=omp_nthreads,
+                           name=f"qc_{label}_wf")
+        qc_derivatives_wf = init_qc_derivatives_wf(bids_dir=bids_dir, output_dir=output_dir,
+                                                   staging_dir=staging_dir, name=f"qc_derivatives_{label}_wf")
+        workflow.connect([
+            (inputnode, qc_wf, [("t1w", "inputnode.t1w")]),
+            (harmonize_wf, qc_wf, [
+                ("outputnode.t1w_harmonized", "inputnode.t1w_harmonized"),
+                ("outputnode.t1w_harmonized_grid", "inputnode.t1w_harmonized_grid"),
+                ("outputnode.slices_file", "inputnode.slices_file"),
+                ("outputnode.geometry_file", "inputnode.geometry_file"),
+                ("outputnode.contrast_agreement", "inputnode.contrast_agreement"),
+            ]),
+            (inputnode, qc_derivatives_wf, [("t1w", "inputnode.source_file")]),
+            (qc_wf, qc_derivatives_wf, [(f"outputnode.{field}", f"inputnode.{field}")
+                                        for field in (*QC_DERIVATIVES, "metrics_file", *QC_FIGURES)]),
         ])  # fmt: skip
     return workflow

@@ -71,6 +71,8 @@ def init_harmonize_t1w_wf(
         The harmonized T1w on the model's 1.2 mm slice grid.
     t1w2grid_xfm
         The rigid placement (ITK text): resamples the T1w onto the grid.
+    slices_file
+        The source's normalised slices on that grid (``.npy``).
     geometry_file
         Per-slice ranges, positions and validity (JSON).
     contrast_agreement
@@ -99,7 +101,7 @@ resampled back onto the image's native grid.
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(
         niu.IdentityInterface(fields=["t1w_harmonized", "t1w_harmonized_grid", "t1w2grid_xfm",
-                                      "geometry_file", "contrast_agreement", "warnings", "device"]),
+                                      "slices_file", "geometry_file", "contrast_agreement", "warnings", "device"]),
         name="outputnode",
     )
     prepare = pe.Node(PrepareT1w(model_file=model_file, strict=strict, num_threads=omp_nthreads),
@@ -119,7 +121,8 @@ resampled back onto the image's native grid.
         (prepare, harmonize, [("slices_file", "slices_file"), ("geometry_file", "geometry_file")]),
         (prepare, reassemble, [("slices_file", "slices_file"), ("geometry_file", "geometry_file")]),
         (harmonize, reassemble, [("harmonized_file", "harmonized_file")]),
-        (prepare, outputnode, [("transform_file", "t1w2grid_xfm"), ("geometry_file", "geometry_file"),
+        (prepare, outputnode, [("transform_file", "t1w2grid_xfm"), ("slices_file", "slices_file"),
+                               ("geometry_file", "geometry_file"),
                                ("contrast_agreement", "contrast_agreement"), ("warnings", "warnings")]),
         (harmonize, outputnode, [("device", "device")]),
         (reassemble, outputnode, [("out_file", "t1w_harmonized"), ("out_grid", "t1w_harmonized_grid")]),

@@ -5,7 +5,12 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from bids_harmony.interfaces.derivatives import DerivativesDataSink, HarmonizedSidecar, PublishDerivatives
+from bids_harmony.interfaces.derivatives import (
+    DerivativesDataSink,
+    HarmonizedSidecar,
+    PublishDerivatives,
+    StageDerivative,
+)
 from bids_harmony.settings import HarmonizationParams
 
 GRID_RESOLUTION = ("1.2 mm isotropic: the model's grid of axial slices, rigidly aligned to "
@@ -103,4 +108,93 @@ def init_t1w_derivatives_wf(
         (ordered, publish, [("out", "in_files")]),
         (publish, outputnode, [("out_files", "out_files")]),
     ])  # fmt: skip
+    return workflow
+
+
+#: The QC derivatives of a run: outputnode field of :func:`~bids_harmony.workflows.init_qc_wf`
+#: -> the sink's entities and sidecar, in the order they are published (the metrics last).
+QC_DERIVATIVES = {
+    "brain_mask": dict(desc="brain", suffix="mask", compress=True, Type="Brain",
+                       Description="Brain mask of the source T1w (deepbet)"),
+    "source_dseg": dict(desc="source", suffix="dseg", compress=True,
+                        Description="Tissue classes of the source T1w (ANTs Atropos): 1 GM, 2 WM, 3 CSF"),
+    "harmonized_dseg": dict(desc="harmonized", suffix="dseg", compress=True,
+                            Description="Tissue classes of the harmonized T1w (ANTs Atropos): 1 GM, 2 WM, 3 CSF"),
+    "source_probseg": dict(desc="source", label=["GM", "WM", "CSF"], suffix="probseg", compress=True,
+                           Description="Tissue posterior of the source T1w (ANTs Atropos)"),
+    "harmonized_probseg": dict(desc="harmonized", label=["GM", "WM", "CSF"], suffix="probseg", compress=True,
+                               Description="Tissue posterior of the harmonized T1w (ANTs Atropos)"),
+}
+#: The QC record's name after the source's entities (no BIDS suffix exists for it: .bidsignore'd).
+QC_METRICS_ENDING = "desc-qc_metrics.json"
+#: The reportlets: outputnode field -> the figure's entities (``sub-<label>/figures/``).
+QC_FIGURES = {
+    "harmonization_report": dict(desc="harmonization"),
+    "harmonization_grid_report": dict(desc="harmonizationgrid"),
+    "source_seg_report": dict(desc="source", suffix="dseg"),
+    "harmonized_seg_report": dict(desc="harmonized", suffix="dseg"),
+    "histogram_report": dict(desc="histogram"),
+}
+
+
+def init_qc_derivatives_wf(*, bids_dir: str, output_dir: str, staging_dir: str,
+                           name: str = "qc_derivatives_wf") -> Workflow:
+    """
+    Write the QC derivatives and figures of one run.
+
+    The segmentations and the metrics are staged, then published on their own (the metrics
+    file last, so its presence means the run's QC is complete); the figures go straight to
+    ``sub-<label>/figures/``, where the report finds them.
+
+    Workflow Graph
+        .. workflow::
+            :graph2use: orig
+            :simple_form: yes
+
+            from bids_harmony.workflows import init_qc_derivatives_wf
+            wf = init_qc_derivatives_wf(bids_dir=".", output_dir="out", staging_dir="work/staging")
+
+    Parameters
+    ----------
+    bids_dir, output_dir, staging_dir : :obj:`str`
+        As :func:`~bids_harmony.workflows.init_t1w_derivatives_wf`.
+    name : :obj:`str`
+        Name of the workflow.
+
+    Inputs
+    ------
+    source_file
+        The input T1w (names the outputs).
+    brain_mask, source_dseg, harmonized_dseg, source_probseg, harmonized_probseg, metrics_file, and the reportlets
+        The outputs of :func:`~bids_harmony.workflows.init_qc_wf`.
+
+    Outputs
+    -------
+    out_files
+        The published files.
+
+    """
+    workflow = Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["source_file", *QC_DERIVATIVES, "metrics_file", *QC_FIGURES]),
+                        name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_files"]), name="outputnode")
+    ordered = pe.Node(niu.Merge(2 * len(QC_DERIVATIVES) + 1, ravel_inputs=True), name="ordered",
+                      run_without_submitting=True)
+    ds_metrics = pe.Node(StageDerivative(bids_dir=bids_dir, staging_dir=staging_dir, ending=QC_METRICS_ENDING),
+                         name="ds_metrics", run_without_submitting=True)
+    publish = pe.Node(PublishDerivatives(staging_dir=staging_dir, output_dir=output_dir), name="publish",
+                      run_without_submitting=True)
+    edges = [(inputnode, ds_metrics, [("source_file", "source_file"), ("metrics_file", "in_file")]),
+             (ds_metrics, ordered, [("out_file", f"in{2 * len(QC_DERIVATIVES) + 1}")]),
+             (ordered, publish, [("out", "in_files")]), (publish, outputnode, [("out_files", "out_files")])]
+    for index, (field, entities) in enumerate(QC_DERIVATIVES.items()):
+        sink = pe.Node(DerivativesDataSink(base_directory=staging_dir, **entities), name=f"ds_{field}",
+                       run_without_submitting=True)
+        edges += [(inputnode, sink, [("source_file", "source_file"), (field, "in_file")]),
+                  (sink, ordered, [("out_meta", f"in{2 * index + 1}"), ("out_file", f"in{2 * index + 2}")])]
+    for field, entities in QC_FIGURES.items():
+        sink = pe.Node(DerivativesDataSink(base_directory=output_dir, datatype="figures", **entities),
+                       name=f"ds_{field}", run_without_submitting=True)
+        edges.append((inputnode, sink, [("source_file", "source_file"), (field, "in_file")]))
+    workflow.connect(edges)
     return workflow

@@ -24,11 +24,17 @@ def bids_uri(path: str | Path, bids_dir: str | Path, dataset: str = RAW_DATASET)
     return f"bids:{dataset}:{relative.as_posix()}"
 
 
-def harmonized_t1w_path(source_file: str | Path, bids_dir: str | Path, output_dir: str | Path) -> Path:
-    """Where the native-grid harmonized T1w of ``source_file`` is published."""
+def derivative_path(source_file: str | Path, bids_dir: str | Path, output_dir: str | Path, ending: str) -> Path:
+    """``<output_dir>/<the source's folder>/<its entities>_<ending>``, e.g. ``ending`` =
+    ``desc-qc_metrics.json`` (for names niworkflows' sink has no pattern for)."""
     relative = Path(os.path.abspath(source_file)).relative_to(os.path.abspath(bids_dir))
     stem = relative.name.split(".nii")[0].removesuffix("_T1w")
-    return Path(output_dir) / relative.parent / f"{stem}_desc-harmonized_T1w.nii.gz"
+    return Path(output_dir) / relative.parent / f"{stem}_{ending}"
+
+
+def harmonized_t1w_path(source_file: str | Path, bids_dir: str | Path, output_dir: str | Path) -> Path:
+    """Where the native-grid harmonized T1w of ``source_file`` is published."""
+    return derivative_path(source_file, bids_dir, output_dir, "desc-harmonized_T1w.nii.gz")
 
 
 def container() -> dict[str, str] | None:
@@ -41,8 +47,14 @@ def container() -> dict[str, str] | None:
     return None
 
 
-def write_output_description(output_dir: str | Path, bids_dir: str | Path, source_name: str | None) -> None:
-    """``dataset_description.json`` and ``.bidsignore`` of the output folder (atomically)."""
+#: The QC segmentations' descriptions: each ``desc-<name>_dseg`` gets a root ``desc-<name>_dseg.tsv``.
+DSEG_DESCRIPTIONS = ("source", "harmonized")
+
+
+def write_output_description(output_dir: str | Path, bids_dir: str | Path, source_name: str | None,
+                             label_values: dict[str, int] | None = None) -> None:
+    """``dataset_description.json`` and ``.bidsignore`` of the output folder (atomically), and,
+    with ``label_values`` (tissue -> label), the ``desc-*_dseg.tsv`` tables of the QC segmentations."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     content = dataset_description(
@@ -59,16 +71,34 @@ def write_output_description(output_dir: str | Path, bids_dir: str | Path, sourc
         stream.write(json.dumps(content, indent=2) + "\n")
     with atomic_write(output_dir / ".bidsignore", "w") as stream:
         stream.write("\n".join(BIDSIGNORE) + "\n")
+    if label_values:
+        rows = "".join(f"{value}\t{name}\n" for name, value in sorted(label_values.items(), key=lambda item: item[1]))
+        for description in DSEG_DESCRIPTIONS:
+            with atomic_write(output_dir / f"desc-{description}_dseg.tsv", "w") as stream:
+                stream.write("index\tname\n" + rows)
+
+
+#: The source sidecar's keys that identify its scanner (the group level groups runs by them).
+SCANNER_FIELDS = ("Manufacturer", "ManufacturersModelName", "MagneticFieldStrength", "DeviceSerialNumber",
+                  "StationName")
+
+
+def _source_metadata(source_file: str | Path) -> dict[str, Any]:
+    source_sidecar = sidecar_path(source_file)
+    return json.loads(source_sidecar.read_text()) if source_sidecar.is_file() else {}
+
+
+def source_scanner(source_file: str | Path) -> dict[str, Any]:
+    """The scanner of ``source_file`` as its JSON sidecar names it (:data:`SCANNER_FIELDS`)."""
+    metadata = _source_metadata(source_file)
+    return {key: metadata[key] for key in SCANNER_FIELDS if key in metadata}
 
 
 def harmonized_sidecar(*, source_file: str, bids_dir: str, model_file: str, parameters: dict[str, Any],
                        device: str, contrast_agreement: float | None, warnings: list[str],
                        skull_stripped: bool) -> dict[str, Any]:
     """The JSON sidecar of a harmonized T1w: where it came from and how it was made."""
-    source_metadata = {}
-    source_sidecar = sidecar_path(source_file)
-    if source_sidecar.is_file():
-        source_metadata = json.loads(source_sidecar.read_text())
+    source_metadata = _source_metadata(source_file)
     return {
         "Sources": [bids_uri(source_file, bids_dir)],
         "SourceSHA256": file_sha256(source_file),
@@ -80,7 +110,5 @@ def harmonized_sidecar(*, source_file: str, bids_dir: str, model_file: str, para
         "Warnings": list(warnings),
         "Device": device,
         "HarmonizationSoftware": software_versions(),  # not "SoftwareVersions": BIDS means the scanner's
-        "SourceScanner": {key: source_metadata[key] for key in
-                          ("Manufacturer", "ManufacturersModelName", "MagneticFieldStrength",
-                           "DeviceSerialNumber", "StationName") if key in source_metadata},
+        "SourceScanner": source_scanner(source_file),
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..settings import add_settings_arguments
 from .common import add_version
 
-ANALYSIS_LEVELS = ("participant",)
+ANALYSIS_LEVELS = ("participant", "group")
 DEMO_MODEL = "demo"
 
 
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the output folder (a BIDS Derivatives dataset); it may be "
                         "BIDS_DIR/derivatives/<name>, not BIDS_DIR itself or elsewhere inside it")
     parser.add_argument("analysis_level", choices=ANALYSIS_LEVELS,
-                        help="participant: harmonize each selected T1w")
+                        help="participant: harmonize each selected T1w, with QC and a report per "
+                        "subject; group: gather the participant level's QC across subjects and scanners "
+                        "(group_T1w.tsv, group_report.html)")
     parser.add_argument("--model", metavar="MODEL",
                         help="the target scanner's model file (made with bids_harmony-train), or "
                         f"'{DEMO_MODEL}' for the bundled demo model, which was trained on simulated "
@@ -90,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="write the workflow graph (logs/graph.dot) and stop")
     resources.add_argument("--boilerplate-only", "--boilerplate_only", dest="boilerplate_only",
                            action="store_true", help="write the methods boilerplate (logs/CITATION.*) and stop")
+
+    qc = parser.add_argument_group("quality control and reports")
+    qc.add_argument("--skip-qc", "--skip_qc", dest="skip_qc", action="store_true",
+                    help="harmonize only: no tissue segmentation, QC metrics, figures or report")
+    qc.add_argument("--reports-only", "--reports_only", dest="reports_only", action="store_true",
+                    help="rebuild the subjects' HTML reports from OUTPUT_DIR and stop")
 
     parser.add_argument("--bids-copy", "--bids_copy", dest="bids_copy", type=Path, metavar="DIR",
                         help="also write a BIDS-valid raw-like copy of the dataset with each harmonized "

@@ -144,13 +144,13 @@ def crash_run(crash_file: Path, runs: list[str]) -> str | None:
 
     text = crash_file.read_text(errors="replace")
     for run in runs:
-        if re.search(rf"(harmonize|derivatives)_{re.escape(run_label(run))}_wf", text):
+        if re.search(rf"(harmonize|derivatives|qc|qc_derivatives)_{re.escape(run_label(run))}_wf", text):
             return run
     return None
 
 
-_NODE_NAME = re.compile(r"bids_harmony_wf\.sub_(?P<subject>[0-9A-Za-z]+)_wf\.(?:harmonize|derivatives)_"
-                        r"(?P<run>\w+?)_wf\.(?P<node>\w+)")
+_NODE_NAME = re.compile(r"bids_harmony_wf\.sub_(?P<subject>[0-9A-Za-z]+)_wf\."
+                        r"(?:harmonize|qc_derivatives|derivatives|qc)_(?P<run>\w+?)_wf\.(?P<node>\w+)")
 
 
 def _progress(fullname: str, event: str) -> str | None:
@@ -280,20 +280,26 @@ def run_participant(args, params: HarmonizationParams) -> int:
     workflow = init_bids_harmony_wf(
         subjects=selection.runs, bids_dir=str(bids_dir), output_dir=str(output_dir), work_dir=str(work_dir),
         run_uuid=run_uuid, model_file=str(model_file), params=params, device=device, strict=args.strict,
-        omp_nthreads=omp_nthreads, stop_on_first_crash=args.stop_on_first_crash,
+        omp_nthreads=omp_nthreads, skip_qc=args.skip_qc, stop_on_first_crash=args.stop_on_first_crash,
     )
-    write_output_description(output_dir, bids_dir, layout.get_dataset_description().get("Name"))
+    from ..qc import BIDS_LABELS
+
+    write_output_description(output_dir, bids_dir, layout.get_dataset_description().get("Name"),
+                             label_values=None if args.skip_qc else dict(BIDS_LABELS))
     from ..boilerplate import write_boilerplate
 
     write_boilerplate(workflow, output_dir / "logs", brain_extraction=model.preprocessing.brain_extraction)
     settings = plugin_settings(args, device)
-    save_configuration(output_dir, run_uuid, {
+    configuration = {
         "bids_harmony": __version__, "command": sys.argv, "run_uuid": run_uuid,
+        "started": started.isoformat(timespec="seconds"),
         "bids_dir": bids_dir, "output_dir": output_dir, "work_dir": work_dir,
-        "model": {"file": model_file, "sha256": model.sha256}, "device": device,
-        "harmonization": params.to_dict(), "strict": args.strict, "omp_nthreads": omp_nthreads,
-        "plugin": settings, "runs": selection.runs, "subjects_without_t1w": selection.without_t1w,
-    })
+        "model": {"file": model_file, "sha256": model.sha256}, "model_target": describe_model(model),
+        "device": device, "harmonization": params.to_dict(), "strict": args.strict, "skip_qc": args.skip_qc,
+        "omp_nthreads": omp_nthreads, "plugin": settings, "runs": selection.runs,
+        "subjects_without_t1w": selection.without_t1w,
+    }
+    save_configuration(output_dir, run_uuid, configuration)
     if args.boilerplate_only:
         LOG.info("methods boilerplate in %s", output_dir / "logs")
         return 0
@@ -317,7 +323,10 @@ def run_participant(args, params: HarmonizationParams) -> int:
         LOG.debug("the workflow stopped on failed nodes", exc_info=True)
     finally:
         os.chdir(user_cwd)
+    configuration["seconds"] = round((datetime.now() - started).total_seconds(), 1)
+    save_configuration(output_dir, run_uuid, configuration)
     result = outcome(selection, bids_dir, output_dir, run_uuid, started.timestamp())
+    write_reports(output_dir, list(selection.runs))
     if args.bids_copy:
         from ..bids.copy import write_bids_copy
 
@@ -325,6 +334,40 @@ def run_participant(args, params: HarmonizationParams) -> int:
                                [Path(run) for _, _, run in result.failures if run], model.sha256)
         LOG.info("BIDS copy with the harmonized T1w in %s", copy)
     return report(result, output_dir)
+
+
+def write_reports(output_dir: Path, subjects: list[str]) -> list[Path]:
+    """``sub-<label>.html`` of each subject; a report that cannot be built is logged, and the
+    harmonized outputs stand."""
+    from ..reports.subject import generate_subject_report
+
+    written = []
+    for subject in subjects:
+        try:
+            written.append(generate_subject_report(output_dir, subject))
+        except Exception:  # a report is never worth losing a run's outputs
+            LOG.exception("sub-%s: the HTML report could not be written", subject)
+    if written:
+        LOG.info("report(s): %s", ", ".join(str(path) for path in written))
+    return written
+
+
+def run_reports_only(args) -> int:
+    """``--reports-only``: rebuild the subjects' reports from what OUTPUT_DIR holds."""
+    from ..bids.selection import clean_labels
+    from ..reports.subject import report_subjects
+
+    output_dir = Path(os.path.abspath(args.output_dir))
+    available = report_subjects(output_dir)
+    if not available:
+        raise InputError(f"{output_dir}: no participant-level outputs (sub-*/) to report on; "
+                         "run the participant level first")
+    subjects = clean_labels(args.participant_label, "sub") or available
+    missing = sorted(set(subjects) - set(available))
+    if missing:
+        raise InputError(f"{output_dir}: no outputs of {', '.join(f'sub-{label}' for label in missing)}")
+    written = write_reports(output_dir, subjects)
+    return 0 if len(written) == len(subjects) else 1
 
 
 def _add_resource_log(settings: dict, path: Path) -> None:

@@ -1,12 +1,16 @@
 """``bids_harmony-train``: train the target-scanner flow on a BIDS dataset.
 
 Run it directly, or under ``torchrun --nproc_per_node N`` for several GPUs (or CPU processes
-with gloo): the selection and preprocessing happen once, on the first process.
+with gloo): the selection and preprocessing happen once, on the first process. After training,
+the first process measures the QC calibration on the validation subjects
+(:mod:`bids_harmony.qc.calibration`) and stores it in the model file; ``--calibrate-only``
+measures it again for an existing model file.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -25,9 +29,9 @@ from ..bids.selection import (
     select_t1w,
 )
 from ..bids.validation import validate_bids
-from ..errors import BidsError, InputError
+from ..errors import BidsError, BidsHarmonyError, InputError, ModelError
 from ..model import PRESETS, build_flow
-from ..model.file import save_model
+from ..model.file import HarmonyModel, load_model, save_model
 from ..preprocessing import PreprocessingConfig
 from ..slice_cache import build_cache
 from ..training import LOG, save_samples_figure, train_flow
@@ -94,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     resources.add_argument("--nprocs", type=int, default=1, help="workers for preprocessing")
     resources.add_argument("-w", "--work-dir", default="work", help="slice cache and checkpoints")
     resources.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    qc = parser.add_argument_group("QC calibration")
+    qc.add_argument("--calibrate-only", action="store_true",
+                    help="do not train: measure the QC calibration of the existing MODEL_OUT on the "
+                    "validation subjects it records, found in BIDS_DIR with the same selection options, "
+                    "and store it in the file in place (training does this itself)")
     add_version(parser)
     return parser
 
@@ -119,9 +128,27 @@ def _init_distributed(device_choice: str) -> tuple[int, int, torch.device]:
     return 0, 1, device
 
 
+def _configure_logging() -> None:
+    """The package's INFO messages (the QC calibration's) on stderr, one line each."""
+    logger = logging.getLogger("bids_harmony")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command = " ".join(["bids_harmony-train"] + (sys.argv[1:] if argv is None else list(argv)))
+    _configure_logging()
     model_out = Path(args.model_out)
+    if args.calibrate_only:
+        if args.resume or args.stop_after is not None:
+            raise InputError("--calibrate-only does not train: it takes neither --resume nor --stop-after")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise InputError("--calibrate-only runs in one process, not under torchrun")
+        return _calibrate_only(args, model_out, resolve_device(args.device), command)
     if model_out.exists() and not (args.overwrite or args.resume):
         raise InputError(f"{model_out}: model file exists (use --overwrite)")
     for name in ("steps", "batch_size", "validation_every", "checkpoint_every", "nprocs", "stop_after"):
@@ -132,18 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--validation-fraction must be between 0 and 1")
     rank, world, device = _init_distributed(args.device)
     try:
-        return _train(args, model_out, rank, world, device)
+        return _train(args, model_out, rank, world, device, command)
     finally:
         if world > 1:
             dist.destroy_process_group()
 
 
-def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -> int:
-    started = time.perf_counter()
-    flow_config = read_flow_config(args.preset, args.flow_config)
+def _select(args, validate: bool = True):
+    """The layout, the selected T1w images, their scanners and the filters, as the options say."""
     bids_dir = Path(args.bids_dir)
     layout = open_layout(bids_dir)
-    if not args.skip_bids_validation and rank == 0:
+    if validate and not args.skip_bids_validation:
         validate_bids(bids_dir)
     bids_filters = read_bids_filters(args.bids_filter_file)
     metadata_filters = parse_metadata_filters(args.target)
@@ -157,6 +183,53 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
                             f" ({s['images']})" for s in scanners)
         raise BidsError(f"{bids_dir}: the selection mixes {len(scanners)} scanners ({listing}); "
                         "narrow it with --target KEY=VALUE or pass --allow-mixed-scanners")
+    return layout, images, scanners, metadata_filters, bids_filters
+
+
+def _calibrate(model: HarmonyModel, images: list[SelectedImage], subjects: list[str], device: torch.device,
+               command: str) -> dict:
+    """The QC calibration on every selected image of ``subjects`` (the model's held-out ones)."""
+    from ..qc.calibration import calibrate
+
+    held_out = [image.path for image in images if image.subject in set(subjects)]
+    print(f"QC calibration on {len(held_out)} T1w image(s) of the validation subject(s) "
+          f"{', '.join('sub-' + s for s in subjects)}")
+    model.to(device)
+    try:
+        return calibrate(model, held_out, subjects=subjects, command=command)
+    finally:
+        model.to("cpu")
+
+
+def _print_calibration(model_out: Path, sha256: str, calibration: dict) -> None:
+    print(json.dumps({"model": str(model_out), "sha256": sha256, "calibration": {
+        "bits_per_dim": calibration["bits_per_dim"], "reference": calibration["reference"]}}, indent=1))
+
+
+def _calibrate_only(args, model_out: Path, device: torch.device, command: str) -> int:
+    model = load_model(model_out)
+    subjects = list(model.target.get("validation_subjects") or [])
+    if not subjects:
+        raise ModelError(f"{model_out}: the model file records no validation subjects to calibrate on")
+    _, images, _, metadata_filters, _ = _select(args)
+    recorded = model.target.get("metadata_filters")
+    if recorded is not None and recorded != metadata_filters:
+        print(f"warning: the model was trained on the selection {recorded}, this run selects "
+              f"{metadata_filters or 'all scanners'}", file=sys.stderr)
+    missing = sorted(set(subjects) - {image.subject for image in images})
+    if missing:
+        raise BidsError(f"{args.bids_dir}: the validation subject(s) {', '.join('sub-' + s for s in missing)} "
+                        f"that {model_out.name} records have no selected T1w image here")
+    model.calibration = _calibrate(model, images, subjects, device, command)
+    _print_calibration(model_out, save_model(model, model_out), model.calibration)
+    return 0
+
+
+def _train(args, model_out: Path, rank: int, world: int, device: torch.device, command: str) -> int:
+    started = time.perf_counter()
+    flow_config = read_flow_config(args.preset, args.flow_config)
+    bids_dir = Path(args.bids_dir)
+    layout, images, scanners, metadata_filters, bids_filters = _select(args, validate=rank == 0)
     train_subjects, validation_subjects = split_subjects((image.subject for image in images),
                                                          args.validation_fraction, args.seed)
     preprocessing = PreprocessingConfig(brain_extraction=args.brain_extraction)
@@ -200,7 +273,13 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
     )
     model = assemble_model(flow, flow_config, preprocessing, stores, history, settings, target=target,
                            preset=args.preset, sources=sources, device=device, processes=world,
-                           started=started, command=" ".join(["bids_harmony-train"] + sys.argv[1:]))
+                           started=started, command=command)
+    try:
+        model.calibration = _calibrate(model, images, validation_subjects, device, command)
+    except BidsHarmonyError as error:  # the training is kept; the calibration can follow later
+        save_model(model, model_out)
+        raise type(error)(f"{error}; {model_out} was saved without its QC calibration (measure it "
+                          "with --calibrate-only)") from None
     sha256 = save_model(model, model_out)
     stem = model_out.with_suffix("")
     save_samples_figure(model.flow, f"{stem}_samples.png")
@@ -208,6 +287,7 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device) -
     print(json.dumps({"model": str(model_out), "sha256": sha256, "validation_bpd": history[-1]["val_bpd"],
                       "gaussian_baseline_bpd": model.training["gaussian_baseline_validation_bpd"],
                       "steps": settings.steps,
+                      "calibration_threshold_bpd": model.calibration["bits_per_dim"]["threshold"],
                       "training_slices_per_second": model.training["training_slices_per_second"]}, indent=1))
     return 0
 

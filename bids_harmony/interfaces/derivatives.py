@@ -76,6 +76,37 @@ class HarmonizedSidecar(SimpleInterface):
         return runtime
 
 
+class _StageDerivativeInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the file to stage")
+    source_file = File(exists=True, mandatory=True, desc="the input T1w it derives from (names it)")
+    bids_dir = traits.Directory(mandatory=True, desc="the dataset of source_file")
+    staging_dir = traits.Directory(mandatory=True, desc="where the sinks write")
+    ending = traits.Str(mandatory=True, desc="what follows the source's entities, e.g. desc-qc_metrics.json")
+
+
+class _StageDerivativeOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the staged copy")
+
+
+class StageDerivative(SimpleInterface):
+    """Stage a file under the source's BIDS name with another ending
+    (:func:`~bids_harmony.bids.derivatives.derivative_path`): for derivatives the BIDS schema
+    has no suffix for, such as the QC record, which niworkflows' sink cannot name."""
+
+    input_spec = _StageDerivativeInputSpec
+    output_spec = _StageDerivativeOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..atomic import atomic_copy
+        from ..bids.derivatives import derivative_path
+
+        destination = derivative_path(self.inputs.source_file, self.inputs.bids_dir, self.inputs.staging_dir,
+                                      self.inputs.ending)
+        atomic_copy(self.inputs.in_file, destination)
+        self._results["out_file"] = str(destination)
+        return runtime
+
+
 class _PublishDerivativesInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(File(exists=True), mandatory=True,
                                 desc="staged files, in the order they are to appear")

@@ -35,7 +35,7 @@ def _setting_trait(item) -> traits.TraitType:
     return trait(item.default, usedefault=True, desc=help_text)
 
 
-def _num_threads_trait() -> traits.TraitType:
+def num_threads_trait() -> traits.TraitType:
     return traits.Int(1, usedefault=True, desc="threads for torch and BLAS in this node")
 
 
@@ -43,7 +43,7 @@ class _PrepareT1wInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="the T1w image")
     model_file = File(exists=True, mandatory=True, desc="the model (its preprocessing and target statistics)")
     strict = traits.Bool(False, usedefault=True, desc="a T1w that does not look like one is an error")
-    num_threads = _num_threads_trait()
+    num_threads = num_threads_trait()
 
 
 class _PrepareT1wOutputSpec(TraitedSpec):
@@ -88,7 +88,7 @@ _HarmonizeSlicesInputSpec = type("_HarmonizeSlicesInputSpec", (BaseInterfaceInpu
     "model_file": File(exists=True, mandatory=True, desc="the target-scanner model"),
     "device": traits.Enum("cpu", "cuda", usedefault=True, desc="where the optimisation runs"),
     "use_gpu": traits.Bool(False, usedefault=True, desc="Nipype's GPU slot (True when device is cuda)"),
-    "num_threads": _num_threads_trait(),
+    "num_threads": num_threads_trait(),
     **{item.name: _setting_trait(item) for item in setting_fields()},
 })
 
@@ -130,7 +130,7 @@ class _ReassembleT1wInputSpec(BaseInterfaceInputSpec):
     slices_file = File(exists=True, mandatory=True, desc="source slices (PrepareT1w)")
     harmonized_file = File(exists=True, mandatory=True, desc="harmonized slices (HarmonizeSlices)")
     geometry_file = File(exists=True, mandatory=True, desc="geometry (PrepareT1w)")
-    num_threads = _num_threads_trait()
+    num_threads = num_threads_trait()
 
 
 class _ReassembleT1wOutputSpec(TraitedSpec):

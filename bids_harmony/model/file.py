@@ -4,8 +4,10 @@ A model file (``torch.save`` of plain tensors and JSON-able values, loaded with
 ``weights_only=True``) holds the flow's architecture and weights, the preprocessing that made
 its training slices, the target domain's identity (the selection and a summary of the
 scanners), training metadata, and the target-domain statistics the harmonizer needs: the mean
-target slice and intensity quantiles at every slice position. A SHA-256 of every tensor's bytes
-is stored too, so a damaged file is refused instead of silently producing wrong images.
+target slice and intensity quantiles at every slice position; from format 2, optionally, the
+QC calibration measured on held-out target subjects (:mod:`bids_harmony.qc.calibration`).
+A SHA-256 of every tensor's bytes is stored too, so a damaged file is refused instead of
+silently producing wrong images.
 Files are written atomically (temporary file, then rename).
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..preprocessing import PreprocessingConfig
 from .architecture import FlowConfig, build_flow
 
 FORMAT = "bids_harmony-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds the optional QC calibration
 _REQUIRED = ("format", "format_version", "flow_config", "shape", "preprocessing", "target",
              "training", "statistics", "state_dict", "checksum")
 
@@ -44,6 +46,7 @@ class HarmonyModel:
     quantiles: np.ndarray  # (n_positions, n_quantiles) of the head's normalised intensities
     target: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None  # QC reference of held-out target subjects
     path: Path | None = None
     sha256: str | None = None
 
@@ -98,6 +101,7 @@ def save_model(model: HarmonyModel, path: str | Path) -> str:
         "preprocessing": model.preprocessing.to_dict(),
         "target": _plain(model.target),
         "training": _plain(model.training),
+        "calibration": _plain(model.calibration),
         "statistics": {
             "mean_slices": torch.from_numpy(np.asarray(model.mean_slices, dtype=np.float16)),
             "quantiles": torch.from_numpy(np.asarray(model.quantiles, dtype=np.float16)),
@@ -153,7 +157,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         raise ModelError(f"{path}: intensity quantiles do not match the slice grid of the model")
     flow.eval()
     model = HarmonyModel(flow, flow_config, shape, preprocessing, mean_slices, quantiles,
-                         payload["target"], payload["training"], path, file_sha256(path))
+                         payload["target"], payload["training"], payload.get("calibration"), path,
+                         file_sha256(path))
     return model.to(device)
 
 

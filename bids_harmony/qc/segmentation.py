@@ -27,6 +27,13 @@ BIDS_LABELS: Mapping[str, int] = {"GM": 1, "WM": 2, "CSF": 3}
 #: Atropos's three classes as a T1w orders them, darkest first.
 T1W_ORDER = ("CSF", "GM", "WM")
 
+#: Intensities inside the mask are truncated at this quantile before Atropos, as ANTs' own
+#: pipelines do (``ImageMath TruncateImageIntensity ... 0.999``): a deepbet mask keeps a few
+#: extra-cerebral voxels (fat, vessels) at twice the WM level, and k-means gives them a class
+#: of their own, merging CSF and GM (measured on a simulated head at 1 mm: 0.1 % of the mask,
+#: GM Dice 0.00 untruncated, 0.85 truncated).
+TRUNCATION_QUANTILE = 0.999
+
 
 @dataclass(frozen=True)
 class TissueSegmentation:
@@ -70,7 +77,8 @@ def segment_tissues(image: nib.spatialimages.SpatialImage, brain_mask: np.ndarra
                     label_values: Mapping[str, int] | None = None) -> TissueSegmentation:
     """GM, WM and CSF of ``image`` inside ``brain_mask`` (same shape), by Atropos.
 
-    ``ants.atropos(i="kmeans[3]", m="[mrf,1x1x1]", c="[iterations,0]")``. Atropos takes no
+    ``ants.atropos(i="kmeans[3]", m="[mrf,1x1x1]", c="[iterations,0]")`` on the intensities
+    truncated at the mask's :data:`TRUNCATION_QUANTILE` quantile. Atropos takes no
     seed value, only a choice between a constant seed (its ``--use-random-seed 0``, our
     ``fixed_seed=True``) and the clock; with ITK single-threaded the result is then the same
     on every run. Its classes come out ordered by intensity; they are named here by their
@@ -95,6 +103,7 @@ def segment_tissues(image: nib.spatialimages.SpatialImage, brain_mask: np.ndarra
     data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
     if not np.all(np.isfinite(data[mask])):
         raise InputError(f"{name}: non-finite intensities inside the brain mask")
+    data = np.minimum(data, np.quantile(data[mask], TRUNCATION_QUANTILE)).astype(np.float32)
 
     ants_single_threaded()
     import ants  # antspyx: imported lazily, it is slow to import
