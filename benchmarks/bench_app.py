@@ -68,9 +68,11 @@ def print_stages(output_dir: Path, names: list[str] | None = None) -> None:
 
 def qc_cost(args) -> None:
     """What the QC adds to one subject's run, and its stages."""
+    from bids_harmony.model import bundled_model_path
     from bids_harmony.workflows.qc import init_qc_wf
 
-    qc_nodes = [node.name for node in init_qc_wf(model_file="m", bids_dir=".")._get_all_nodes()]
+    qc_wf = init_qc_wf(model_file=str(bundled_model_path()), bids_dir=str(args.bids_dir))
+    qc_nodes = [node.name for node in qc_wf._get_all_nodes()]
     label = args.subjects[:1]
     with_qc = participant(args.bids_dir, args.out_dir / "qc" / "out", args.out_dir / "qc" / "work", label, args)
     without = participant(args.bids_dir, args.out_dir / "skip" / "out", args.out_dir / "skip" / "work", label, args,

@@ -11,7 +11,8 @@ Usage (after ``bids_harmony BIDS_DIR OUTPUT_DIR participant`` with QC on a datas
    within-scanner SD.
 2. Per scanner, against the same head simulated on the target scanner (``desc-pairedtarget``):
    the gap of the local WM/GM ratio and of the CSF/WM ratio (medians, true tissues) and the
-   brain RMSE after scaling each image by its WM median, source vs harmonized.
+   brain RMSE after scaling each image by its WM median (the target resampled onto the image's
+   grid, linear), source vs harmonized.
 3. Per scanner, the Dice of Atropos WM (source, harmonized) against the true WM.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.processing import resample_from_to
 
 from bids_harmony.qc.metrics import contrast_ratio, dice
 from bids_harmony.qc.tissue import wm_gm_ratio
@@ -41,20 +43,21 @@ def load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
 
 
-def distances(image: np.ndarray, target: np.ndarray, truth: np.ndarray, labels: dict[str, int],
-              voxel_mm: np.ndarray) -> dict[str, float]:
-    """Ratio gaps and WM-scaled brain RMSE of ``image`` against the paired target scan."""
+def ratios(data: np.ndarray, truth: np.ndarray, labels: dict[str, int], voxel_mm: np.ndarray) -> tuple[float, float]:
+    """The local WM/GM ratio and the CSF/WM ratio of medians, on the true tissues."""
     wm, gm, csf = labels["WM"], labels["GM"], labels["CSF"]
-    brain = np.isin(truth, (wm, gm, csf))
+    return (wm_gm_ratio(data, truth, voxel_mm, wm_label=wm, gm_label=gm), 1.0 / contrast_ratio(data, truth, wm, csf))
 
-    def ratios(data):
-        return (wm_gm_ratio(data, truth, voxel_mm, wm_label=wm, gm_label=gm),
-                1.0 / contrast_ratio(data, truth, wm, csf))
 
-    (image_wm_gm, image_csf_wm), (target_wm_gm, target_csf_wm) = ratios(image), ratios(target)
-    scaled = image / np.median(image[truth == wm])
-    reference = target / np.median(target[truth == wm])
-    return {"wm_gm_gap": abs(image_wm_gm - target_wm_gm), "csf_wm_gap": abs(image_csf_wm - target_csf_wm),
+def distances(image: np.ndarray, truth: np.ndarray, target_ratios: tuple[float, float], target: np.ndarray,
+              labels: dict[str, int], voxel_mm: np.ndarray) -> dict[str, float]:
+    """Ratio gaps and WM-scaled brain RMSE of ``image`` against the paired target scan
+    (``target`` resampled onto the image's grid; its ratios measured on its own grid)."""
+    image_wm_gm, image_csf_wm = ratios(image, truth, labels, voxel_mm)
+    wm = truth == labels["WM"]
+    brain = np.isin(truth, (labels["WM"], labels["GM"], labels["CSF"])) & (target > 0)
+    scaled, reference = image / np.median(image[wm]), target / np.median(target[wm])
+    return {"wm_gm_gap": abs(image_wm_gm - target_ratios[0]), "csf_wm_gap": abs(image_csf_wm - target_ratios[1]),
             "rmse": float(np.sqrt(np.mean((scaled[brain] - reference[brain]) ** 2)))}
 
 
@@ -98,9 +101,13 @@ def main() -> None:
             dices[run.scanner].append((which, dice(atropos == BIDS_WM, truth == labels["WM"])))
         target_file = truth_dir / f"{stem}_desc-pairedtarget_T1w.nii.gz"
         if target_file.is_file():
-            target = load(target_file)
-            paired[run.scanner].append((distances(source, target, truth, labels, voxel_mm),
-                                        distances(harmonized, target, truth, labels, voxel_mm)))
+            target_image = nib.load(str(target_file))
+            target_truth = np.asarray(nib.load(str(truth_dir / f"{stem}_desc-pairedtarget_dseg.nii.gz")).dataobj)
+            target_ratios = ratios(np.asarray(target_image.dataobj, dtype=np.float64), target_truth, labels,
+                                   np.asarray(target_image.header.get_zooms()[:3], dtype=float))
+            target = np.asarray(resample_from_to(target_image, source_image, order=1).dataobj, dtype=np.float64)
+            paired[run.scanner].append(tuple(distances(data, truth, target_ratios, target, labels, voxel_mm)
+                                             for data in (source, harmonized)))
 
     print()
     print("| scanner | runs | WM/GM ratio gap, source / harmonized | CSF/WM ratio gap | brain RMSE (WM-scaled) |")

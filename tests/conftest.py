@@ -172,9 +172,9 @@ def app_dataset(multiscanner_dataset, tmp_path_factory) -> Path:
 
 APP_ITERATIONS = 2
 #: The subjects of ``app_dataset`` whose runs get the WM-segmentation QC in ``participant_run``:
-#: two target-scanner runs (sub-01 run-1, sub-05), two other scanners (sub-01's others) and the
-#: T2w named T1w (sub-06).
-QC_SUBJECTS = ("01", "05", "06")
+#: a defaced T1w of another scanner (sub-02), a target-scanner T1w cut below (sub-05) and the T2w
+#: named T1w (sub-06), whose sidecar names no scanner.
+QC_SUBJECTS = ("02", "05", "06")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import APP_ITERATIONS
+from conftest import APP_ITERATIONS, QC_SUBJECTS
 
 from bids_harmony.bids.derivatives import BIDSIGNORE, harmonized_t1w_path
 from bids_harmony.model import load_model
@@ -124,10 +124,11 @@ def test_saved_transform_resamples_the_input_onto_the_grid(participant_run):
 
 def test_logs_hold_configuration_and_methods_boilerplate(participant_run):
     logs = participant_run.output_dir / "logs"
-    (config_file,) = logs.glob("config-*.json")
-    config = json.loads(config_file.read_text())
-    assert config["harmonization"]["iterations"] == APP_ITERATIONS and config["device"] == "cpu"
-    assert sum(len(runs) for runs in config["runs"].values()) == len(RUNS)
+    harmonized, with_qc = (json.loads(path.read_text()) for path in sorted(logs.glob("config-*.json")))
+    assert harmonized["harmonization"]["iterations"] == APP_ITERATIONS and harmonized["device"] == "cpu"
+    assert sum(len(runs) for runs in harmonized["runs"].values()) == len(RUNS)
+    assert harmonized["skip_qc"] and not with_qc["skip_qc"] and sorted(with_qc["runs"]) == list(QC_SUBJECTS)
+    assert harmonized["seconds"] > 0 and harmonized["started"] < with_qc["started"]
     markdown = (logs / "CITATION.md").read_text()
     assert f"optimised for {APP_ITERATIONS} iterations" in markdown and "[@blindharmony]" in markdown
     assert markdown.count("The T1-weighted image was harmonized") == 1

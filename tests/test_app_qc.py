@@ -76,7 +76,7 @@ def test_metrics_tell_a_t1w_from_a_t2w_named_t1w(participant_run):
 
 def test_progress_names_the_qc_nodes(participant_run):
     assert "sub-05 T1w: segment_harmonized finished" in participant_run.qc_stderr
-    assert "sub-01 ses_1_run_1: metrics finished" in participant_run.qc_stderr
+    assert "sub-02 T1w: metrics finished" in participant_run.qc_stderr
 
 
 class _Page(html.parser.HTMLParser):

@@ -271,6 +271,9 @@ def test_train_command_end_to_end(multiscanner_dataset, tmp_path):
     assert loaded.target["scanners"][0]["StationName"] == "TRIO-A"
     assert loaded.training["steps"] == 3 and np.isfinite(loaded.training["validation_bpd"])
     assert loaded.mean_slices[64].max() > 0.5
+    # the QC calibration, measured on the validation subject at the end of training
+    assert loaded.calibration["subjects"] == loaded.target["validation_subjects"]
+    assert np.isfinite(loaded.calibration["bits_per_dim"]["threshold"])
     assert (tmp_path / "trio_samples.png").stat().st_size > 10_000
     assert (tmp_path / "trio_training.csv").read_text().count("\n") == 2
 
@@ -288,20 +291,21 @@ def test_train_command_end_to_end(multiscanner_dataset, tmp_path):
 
 
 def test_distributed_gloo_run_matches_a_single_process(multiscanner_dataset, tmp_path):
-    """Two CPU processes (torchrun, gloo) train the very model one process trains."""
+    """Two CPU processes (torchrun, gloo) train the very model one process trains (no QC
+    calibration: the end-to-end test has it)."""
     single = tmp_path / "single.pt"
-    result = subprocess.run(_train_command(multiscanner_dataset, single, tmp_path / "work"),
+    result = subprocess.run(_train_command(multiscanner_dataset, single, tmp_path / "work", "--skip-calibration"),
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     distributed = tmp_path / "ddp.pt"
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "bids_harmony.cli.train"] + _train_command(multiscanner_dataset, distributed,
-                                                                  tmp_path / "work")[3:]
+                                                                  tmp_path / "work", "--skip-calibration")[3:]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = load_model(single), load_model(distributed)
-    assert b.training["processes"] == 2
+    assert b.training["processes"] == 2 and a.calibration is None and b.calibration is None
     assert b.training["train_bpd"] == pytest.approx(a.training["train_bpd"], abs=1e-4)
     assert b.training["validation_bpd"] == pytest.approx(a.training["validation_bpd"], abs=1e-3)
     differences = torch.cat([(x - y).abs().flatten() for (_, x), (_, y)

@@ -149,6 +149,14 @@ def crash_run(crash_file: Path, runs: list[str]) -> str | None:
     return None
 
 
+_QC_NODE = re.compile(r"\.qc(?:_derivatives)?_\w+_wf\.")
+
+
+def in_qc(crash_file: Path) -> bool:
+    """Did the crash happen in a QC node (which starts from the input, as harmonization does)?"""
+    return _QC_NODE.search(crash_file.read_text(errors="replace")) is not None
+
+
 _NODE_NAME = re.compile(r"bids_harmony_wf\.sub_(?P<subject>[0-9A-Za-z]+)_wf\."
                         r"(?:harmonize|qc_derivatives|derivatives|qc)_(?P<run>\w+?)_wf\.(?P<node>\w+)")
 
@@ -399,7 +407,8 @@ def outcome(selection: Selection, bids_dir: Path, output_dir: Path, run_uuid: st
                                for subject in selection.without_t1w])
     for subject, runs in selection.runs.items():
         crashed_runs: dict[str | None, Path] = {}
-        for crash in sorted((output_dir / f"sub-{subject}" / "log" / run_uuid).glob("crash-*.txt")):
+        crashes = sorted((output_dir / f"sub-{subject}" / "log" / run_uuid).glob("crash-*.txt"))
+        for crash in sorted(crashes, key=in_qc):  # harmonization's crash says more than its QC's
             crashed_runs.setdefault(crash_run(crash, runs), crash)
         for run in runs:
             crash = crashed_runs.get(run) or crashed_runs.get(None)

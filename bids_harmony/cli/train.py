@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not train: measure the QC calibration of the existing MODEL_OUT on the "
                     "validation subjects it records, found in BIDS_DIR with the same selection options, "
                     "and store it in the file in place (training does this itself)")
+    qc.add_argument("--skip-calibration", action="store_true",
+                    help="train only: the model file gets no QC calibration (add it later with "
+                    "--calibrate-only; without it, QC has no target threshold or reference)")
     add_version(parser)
     return parser
 
@@ -275,7 +278,8 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device, c
                            preset=args.preset, sources=sources, device=device, processes=world,
                            started=started, command=command)
     try:
-        model.calibration = _calibrate(model, images, validation_subjects, device, command)
+        if not args.skip_calibration:
+            model.calibration = _calibrate(model, images, validation_subjects, device, command)
     except BidsHarmonyError as error:  # the training is kept; the calibration can follow later
         save_model(model, model_out)
         raise type(error)(f"{error}; {model_out} was saved without its QC calibration (measure it "
@@ -287,7 +291,7 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device, c
     print(json.dumps({"model": str(model_out), "sha256": sha256, "validation_bpd": history[-1]["val_bpd"],
                       "gaussian_baseline_bpd": model.training["gaussian_baseline_validation_bpd"],
                       "steps": settings.steps,
-                      "calibration_threshold_bpd": model.calibration["bits_per_dim"]["threshold"],
+                      "calibration_threshold_bpd": (model.calibration or {}).get("bits_per_dim", {}).get("threshold"),
                       "training_slices_per_second": model.training["training_slices_per_second"]}, indent=1))
     return 0
 

@@ -46,11 +46,12 @@ class BrainMask(SimpleInterface):
     output_spec = _BrainMaskOutputSpec
 
     def _run_interface(self, runtime):
+        from ..preprocessing import load_t1w
         from ..qc.segmentation import brain_mask
         from ..threads import limit_threads
 
         limit_threads(self.inputs.num_threads)
-        image = nib.load(self.inputs.in_file)
+        image, _, _ = load_t1w(self.inputs.in_file)  # the first QC node: its one-line errors, as prepare's
         self._results["out_file"] = _save_like(brain_mask(image), image,
                                                os.path.join(runtime.cwd, "brain_mask.nii.gz"), np.uint8)
         return runtime
