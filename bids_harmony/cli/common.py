@@ -25,6 +25,10 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         return 130
 
 
+#: ``--device``: ``auto`` takes a GPU when there is one (:func:`device_name`)
+DEVICE_CHOICES = ("auto", "cuda", "cpu")
+
+
 def gpu_count() -> int:
     """CUDA devices, counted without initialising CUDA in this process (Nipype's MultiProc
     forks its workers, and CUDA initialised before a fork is unusable in the children)."""

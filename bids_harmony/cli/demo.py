@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from ..errors import BidsHarmonyError, OutputExistsError
-from .common import add_version, run_cli
+from .common import DEVICE_CHOICES, add_version, run_cli
+from .parser import _positive_int
 
 #: not the bundled model's training seed (2026, scripts/make_demo_model.sh) nor its tuning seed (7)
 DEMO_SEED = 11
@@ -41,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_dir", type=Path,
                         help=f"folder for the demo: OUT_DIR/{BIDS} (the simulated dataset), OUT_DIR/{OUTPUT} "
                         f"(derivatives and reports); must be empty or absent")
-    parser.add_argument("--nprocs", type=int, default=2, help="worker processes")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    parser.add_argument("--nprocs", type=_positive_int, default=2, help="worker processes")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="where the flow runs")
     parser.add_argument("-w", "--work-dir", type=Path, default=None,
                         help=f"Nipype's working folder (default: OUT_DIR/{WORK})")
@@ -101,10 +102,6 @@ def distance_table(runs: list, target_scanner: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..errors import InputError
-
-    if args.nprocs < 1:
-        raise InputError(f"--nprocs must be at least 1 (got {args.nprocs})")
     out_dir = args.out_dir.absolute()
     work_dir = (args.work_dir or out_dir / WORK).absolute()
     bids_dir, output_dir = out_dir / BIDS, out_dir / OUTPUT
@@ -127,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                      "--device", args.device, "-w", str(work_dir)]) != 0:
         raise DemoError(f"the participant level failed (crash files under {output_dir}/sub-*/log)")
     print(f"participant level in {time.perf_counter() - began:.0f} s")
-    began = _step("3/4 group level")
+    _step("3/4 group level")
     bids_harmony([*common, "group"])
 
     from ..bids.validation import validate_bids

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..settings import add_settings_arguments
-from .common import add_version
+from .common import DEVICE_CHOICES, add_version
 
 ANALYSIS_LEVELS = ("participant", "group")
 DEMO_MODEL = "demo"
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     resources.add_argument("--use-plugin", "--use_plugin", dest="use_plugin", type=Path, metavar="FILE",
                            help="Nipype plugin settings (YAML, fMRIPrep's format: plugin: ..., "
                            "plugin_args: {...}), e.g. for SLURM")
-    resources.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+    resources.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                            help="where the flow optimisation runs (auto: a GPU when there is one)")
     resources.add_argument("--stop-on-first-crash", "--stop_on_first_crash", dest="stop_on_first_crash",
                            action="store_true", help="stop at the first failure (default: the other "

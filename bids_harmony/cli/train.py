@@ -44,7 +44,7 @@ from ..training_run import (
     split_subjects,
     subject_stores,
 )
-from .common import add_version, resolve_device, run_cli
+from .common import DEVICE_CHOICES, add_version, resolve_device, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stop at this step with a checkpoint (wall-time-limited jobs); continue "
                           "later with --resume")
     resources = parser.add_argument_group("resources")
-    resources.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    resources.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     resources.add_argument("--nprocs", type=int, default=1, help="workers for preprocessing")
     resources.add_argument("-w", "--work-dir", default="work", help="slice cache and checkpoints")
     resources.add_argument("--overwrite", action="store_true", help="replace an existing model file")
