@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from bids_harmony.cli.parser import build_parser
-from bids_harmony.cli.participant import crash_problem, plugin_settings
+from bids_harmony.cli.participant import crash_problem, limit_multiproc, plugin_settings, submits_only
 from bids_harmony.errors import InputError, SettingsError
 from bids_harmony.settings import HarmonizationParams, flag_of, settings_from_arguments
 
@@ -71,17 +71,33 @@ def test_settings_module_does_not_import_torch():
 def test_plugin_file_in_fmriprep_format(tmp_path):
     plugin = tmp_path / "plugin.yml"
     plugin.write_text("plugin: MultiProc\nplugin_args:\n  n_procs: 6\n  maxtasksperchild: 1\n")
-    args = argparse.Namespace(use_plugin=plugin, nprocs=2, mem_gb=8.0)
-    settings = plugin_settings(args, "cpu")
-    assert settings["plugin"] == "MultiProc"
+    settings, node_args = plugin_settings(plugin)
+    assert settings == {"plugin": "MultiProc", "plugin_args": {"n_procs": 6, "maxtasksperchild": 1}}
+    assert node_args == {}
+    limit_multiproc(settings["plugin_args"], argparse.Namespace(nprocs=2, mem_gb=8.0), "cpu")
     assert settings["plugin_args"] == {"n_procs": 6, "maxtasksperchild": 1, "memory_gb": 8.0, "n_gpu_procs": 0,
                                        "raise_insufficient": True}
-    plugin.write_text("plugin: SLURMGraph\nplugin_args:\n  sbatch_args: --time=1:00:00\n")
-    assert plugin_settings(args, "cpu") == {"plugin": "SLURMGraph",
-                                            "plugin_args": {"sbatch_args": "--time=1:00:00"}}
-    plugin.write_text("- not\n- a mapping\n")
-    with pytest.raises(InputError, match="plugin.yml"):
-        plugin_settings(args, "cpu")
+    assert plugin_settings(None) == ({"plugin": "MultiProc", "plugin_args": {}}, {})
+    plugin.write_text("plugin: SLURMGraph\nplugin_args:\n  sbatch_args: --time=1:00:00\n"
+                      "harmonize_plugin_args:\n  sbatch_args: --gres=gpu:1\n")
+    assert plugin_settings(plugin) == ({"plugin": "SLURMGraph", "plugin_args": {"sbatch_args": "--time=1:00:00"}},
+                                       {"sbatch_args": "--gres=gpu:1"})
+    assert submits_only("SLURMGraph") and not submits_only("MultiProc") and not submits_only("SLURM")
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("- not\n- a mapping\n", "has 'plugin:'"),
+    ("plugin: SLURMGrpah\n", "no plugin 'SLURMGrpah'"),
+    ("plugin: SLURMGraph\nharmonise_plugin_args: {}\n", "unknown key(s) harmonise_plugin_args"),
+    ("plugin: SLURMGraph\nharmonize_plugin_args: --gres=gpu:1\n", "'harmonize_plugin_args:' must be a mapping"),
+    ("plugin: [SLURMGraph\n", "not a readable plugin settings file"),
+])
+def test_bad_plugin_file_is_one_line(tmp_path, content, problem):
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text(content)
+    with pytest.raises(InputError, match="plugin.yml") as raised:
+        plugin_settings(plugin)
+    assert problem in str(raised.value)
 
 
 def test_crash_file_gives_one_line(tmp_path):

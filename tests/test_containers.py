@@ -7,7 +7,7 @@ scripts pass shellcheck and do the right thing against stand-in ``sbatch`` and `
 """
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import re
 import shlex
@@ -378,9 +378,52 @@ def test_slurmgraph_plugin_file_reaches_nipype_unchanged():
     loaded = yaml.safe_load(path.read_text())
     assert loaded["plugin"] == "SLURMGraph"
     assert "--cpus-per-task" in loaded["plugin_args"]["sbatch_args"]
-    args = argparse.Namespace(use_plugin=str(path), nprocs=2, mem_gb=None)
-    settings = plugin_settings(args, "cpu")
+    settings, harmonize_plugin_args = plugin_settings(path)
     assert settings == {"plugin": "SLURMGraph", "plugin_args": loaded["plugin_args"]}
+    assert harmonize_plugin_args == {"sbatch_args": "--gres=gpu:1", "overwrite": False}
     plugin = SLURMGraphPlugin(plugin_args=settings["plugin_args"])
     assert plugin._sbatch_args == loaded["plugin_args"]["sbatch_args"]
     assert plugin._template.startswith("#!/usr/bin/env bash") and plugin._dont_resubmit_completed_jobs
+
+
+def test_slurmgraph_gives_the_harmonization_alone_a_gpu(multiscanner_dataset, tmp_path):
+    """The participant level under Nipype's real SLURMGraph plugin with the shipped plugin file,
+    against a stand-in ``sbatch`` that runs each job script at once (in the order SLURMGraph
+    submits them, which its dependencies follow)."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "sbatch.log"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'for script; do :; done\n'  # the job script is the last argument
+        f'bash "$script" > "$script.o" 2> "$script.e" || echo "FAILED $script" >> {calls}\n'
+        'echo "Submitted batch job $$"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    output_dir, work_dir = tmp_path / "out", tmp_path / "work"
+    command = [sys.executable, "-m", "bids_harmony.cli.run", str(multiscanner_dataset), str(output_dir),
+               "participant", "--participant-label", "02", "--model", "demo", "-w", str(work_dir),
+               "--skip-qc", "--skip-bids-validation", "--iterations", "1", "--omp-nthreads", "1"]
+    environment = {**os.environ, "NIPYPE_NO_ET": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    submitted = subprocess.run([*command, "--use-plugin", str(SLURM / "slurmgraph_plugin.yml")],
+                               capture_output=True, text=True, env=environment, timeout=900)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    assert "submitted as SLURMGraph jobs" in submitted.stderr and "--reports-only" in submitted.stderr
+    jobs = calls.read_text().splitlines()
+    assert not [line for line in jobs if line.startswith("FAILED")], calls.read_text()
+    names = [line.split(" -J ")[1].split()[0] for line in jobs]
+    assert len(names) > 3 and any(name.endswith("_prepare") for name in names)
+    for line, name in zip(jobs, names):
+        assert "--cpus-per-task=4" in line
+        assert ("--gres=gpu:1" in line) == name.endswith("_harmonize"), line
+    assert sum(name.endswith("_harmonize") for name in names) == 1
+    assert any("--dependency=afterok:" in line for line in jobs if " -J " in line and "_harmonize" in line)
+
+    harmonized = output_dir / "sub-02" / "anat" / "sub-02_desc-harmonized_T1w.nii.gz"
+    sidecar = json.loads(harmonized.with_name("sub-02_desc-harmonized_T1w.json").read_text())
+    assert sidecar["Device"] == "cpu"  # decided in the job, from --device auto
+    (configuration,) = (output_dir / "logs").glob("config-*.json")
+    assert json.loads(configuration.read_text())["device"] == "auto"
+    assert not (output_dir / "sub-02.html").exists()
+    reports = subprocess.run([*command[:6], "--reports-only"], capture_output=True, text=True, env=environment)
+    assert reports.returncode == 0, reports.stderr[-2000:]
+    assert (output_dir / "sub-02.html").is_file()

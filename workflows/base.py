@@ -13,7 +13,7 @@ from bids_harmony.__about__ import __version__
 from bids_harmony.settings import HarmonizationParams
 
 from .harmonize import init_harmonize_t1w_wf
-from .outputs import QC_DERIVATIVES, QC_FIGURES, init_qc_derivatives_wf, init_t1w_derivatives_wf
+from .outputs import QC_FIELDS, init_qc_derivatives_wf, init_t1w_derivatives_wf
 from .qc import init_qc_wf
 
 
@@ -36,6 +36,7 @@ def init_bids_harmony_wf(
     device: str = "cpu",
     strict: bool = False,
     omp_nthreads: int = 1,
+    harmonize_plugin_args: dict | None = None,
     skip_qc: bool = False,
     stop_on_first_crash: bool = False,
     name: str = "bids_harmony_wf",
@@ -65,7 +66,7 @@ def init_bids_harmony_wf(
         before they are published).
     run_uuid : :obj:`str`
         This run's identifier (names the crash-file folder).
-    model_file, params, device, strict, omp_nthreads
+    model_file, params, device, strict, omp_nthreads, harmonize_plugin_args
         As :func:`~bids_harmony.workflows.init_harmonize_t1w_wf`.
     skip_qc : :obj:`bool`
         Harmonize only: no segmentation QC, figures or metrics.
@@ -94,7 +95,8 @@ It is released under the [CC0](https://creativecommons.org/publicdomain/zero/1.0
         subject_wf = init_single_subject_wf(
             subject=label, t1w_files=t1w_files, bids_dir=bids_dir, output_dir=output_dir,
             staging_dir=str(Path(work_dir) / "staging"), model_file=model_file, params=params,
-            device=device, strict=strict, omp_nthreads=omp_nthreads, skip_qc=skip_qc,
+            device=device, strict=strict, omp_nthreads=omp_nthreads,
+            harmonize_plugin_args=harmonize_plugin_args, skip_qc=skip_qc,
         )
         subject_wf.config["execution"] = {
             "crashdump_dir": str(Path(output_dir) / f"sub-{label}" / "log" / run_uuid),
@@ -119,6 +121,7 @@ def init_single_subject_wf(
     device: str = "cpu",
     strict: bool = False,
     omp_nthreads: int = 1,
+    harmonize_plugin_args: dict | None = None,
     skip_qc: bool = False,
     name: str | None = None,
 ) -> Workflow:
@@ -144,7 +147,7 @@ def init_single_subject_wf(
         Its T1w runs.
     bids_dir, output_dir, staging_dir
         As :func:`~bids_harmony.workflows.init_t1w_derivatives_wf`.
-    model_file, params, device, strict, omp_nthreads
+    model_file, params, device, strict, omp_nthreads, harmonize_plugin_args
         As :func:`~bids_harmony.workflows.init_harmonize_t1w_wf`.
     skip_qc : :obj:`bool`
         As :func:`init_bids_harmony_wf`.
@@ -160,6 +163,7 @@ def init_single_subject_wf(
         inputnode.inputs.t1w = str(t1w)
         harmonize_wf = init_harmonize_t1w_wf(model_file=model_file, params=params, device=device,
                                              strict=strict, omp_nthreads=omp_nthreads,
+                                             harmonize_plugin_args=harmonize_plugin_args,
                                              name=f"harmonize_{label}_wf")
         derivatives_wf = init_t1w_derivatives_wf(bids_dir=bids_dir, output_dir=output_dir,
                                                  staging_dir=staging_dir, model_file=model_file,
@@ -194,6 +198,6 @@ def init_single_subject_wf(
             ]),
             (inputnode, qc_derivatives_wf, [("t1w", "inputnode.source_file")]),
             (qc_wf, qc_derivatives_wf, [(f"outputnode.{field}", f"inputnode.{field}")
-                                        for field in (*QC_DERIVATIVES, "metrics_file", *QC_FIGURES)]),
+                                        for field in QC_FIELDS]),
         ])  # fmt: skip
     return workflow

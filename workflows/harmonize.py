@@ -23,6 +23,7 @@ def init_harmonize_t1w_wf(
     device: str = "cpu",
     strict: bool = False,
     omp_nthreads: int = 1,
+    harmonize_plugin_args: dict | None = None,
     name: str = "harmonize_t1w_wf",
 ) -> Workflow:
     """
@@ -50,11 +51,16 @@ def init_harmonize_t1w_wf(
     params : :class:`~bids_harmony.settings.HarmonizationParams`
         The optimisation's settings (default: the defaults).
     device : :obj:`str`
-        ``"cpu"`` or ``"cuda"`` (the harmonization node then takes one of MultiProc's GPU slots).
+        ``"cpu"`` or ``"cuda"`` (the harmonization node then takes one of MultiProc's GPU slots);
+        ``"auto"`` leaves the choice to the machine that runs the node (for plugins that send
+        nodes elsewhere, such as SLURMGraph).
     strict : :obj:`bool`
         An input that does not look like a T1w is an error instead of a warning.
     omp_nthreads : :obj:`int`
         Threads for torch and BLAS in each node.
+    harmonize_plugin_args : :obj:`dict`
+        Nipype ``plugin_args`` of the harmonization node alone, e.g. its own ``sbatch_args``
+        asking for a GPU under SLURMGraph (Nipype's SLURM plugins know nothing of GPUs).
     name : :obj:`str`
         Name of the workflow.
 
@@ -112,6 +118,7 @@ resampled back onto the image's native grid.
                         num_threads=omp_nthreads, **params.to_dict()),
         name="harmonize", mem_gb=HARMONIZE_MEM_GB, n_procs=1 if device == "cuda" else omp_nthreads,
     )
+    harmonize.plugin_args = dict(harmonize_plugin_args or {})
     reassemble = pe.Node(ReassembleT1w(num_threads=omp_nthreads), name="reassemble",
                          mem_gb=REASSEMBLE_MEM_GB, n_procs=omp_nthreads)
 

@@ -25,35 +25,11 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         return 130
 
 
-#: ``--device``: ``auto`` takes a GPU when there is one (:func:`device_name`)
-DEVICE_CHOICES = ("auto", "cuda", "cpu")
-
-
-def gpu_count() -> int:
-    """CUDA devices, counted without initialising CUDA in this process (Nipype's MultiProc
-    forks its workers, and CUDA initialised before a fork is unusable in the children)."""
-    import os
-
-    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def device_name(choice: str) -> str:
-    """``auto``: ``cuda`` when a GPU is present, else ``cpu``; ``cuda`` without a GPU is an error."""
-    from ..errors import InputError
-
-    if choice == "cpu":
-        return "cpu"
-    available = gpu_count() > 0
-    if choice == "cuda" and not available:
-        raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return "cuda" if available else "cpu"
-
-
 def resolve_device(choice: str) -> "torch.device":
+    """The torch device of ``--device``, decided on this machine."""
     import torch
+
+    from ..devices import device_name
 
     return torch.device(device_name(choice))
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from ..errors import BidsHarmonyError, OutputExistsError
-from .common import DEVICE_CHOICES, add_version, run_cli
+from ..devices import DEVICE_CHOICES
+from .common import add_version, run_cli
 from .parser import _positive_int
 
 #: not the bundled model's training seed (2026, scripts/make_demo_model.sh) nor its tuning seed (7)

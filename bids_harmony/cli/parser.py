@@ -5,8 +5,9 @@ import argparse
 import os
 from pathlib import Path
 
+from ..devices import DEVICE_CHOICES
 from ..settings import add_settings_arguments
-from .common import DEVICE_CHOICES, add_version
+from .common import add_version
 
 ANALYSIS_LEVELS = ("participant", "group")
 DEMO_MODEL = "demo"
@@ -77,9 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="memory the run may use (GB); nodes declare what they need")
     resources.add_argument("--use-plugin", "--use_plugin", dest="use_plugin", type=Path, metavar="FILE",
                            help="Nipype plugin settings (YAML, fMRIPrep's format: plugin: ..., "
-                           "plugin_args: {...}), e.g. for SLURM")
+                           "plugin_args: {...}), e.g. for SLURM; harmonize_plugin_args: {...} are "
+                           "the harmonization node's own (e.g. sbatch_args asking for a GPU)")
     resources.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                           help="where the flow optimisation runs (auto: a GPU when there is one)")
+                           help="where the flow optimisation runs (auto: a GPU when there is one; with a "
+                           "plugin that sends nodes to other machines, e.g. SLURMGraph, decided on the "
+                           "machine that runs the harmonization)")
     resources.add_argument("--stop-on-first-crash", "--stop_on_first_crash", dest="stop_on_first_crash",
                            action="store_true", help="stop at the first failure (default: the other "
                            "subjects finish)")

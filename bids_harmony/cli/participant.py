@@ -17,9 +17,9 @@ from pathlib import Path
 from .. import errors
 from ..__about__ import __version__
 from ..atomic import atomic_write
+from ..devices import device_name, gpu_count
 from ..errors import BidsError, InputError, ModelError
 from ..settings import HarmonizationParams
-from .common import device_name, gpu_count
 from .parser import DEMO_MODEL
 
 LOG = logging.getLogger("bids_harmony")
@@ -205,27 +205,63 @@ def configure_logging(verbose: int) -> None:
             logger.addFilter(_NipypeMessages())
 
 
-def plugin_settings(args, device: str) -> dict:
-    """Nipype plugin and its arguments: ``--use-plugin``'s, else MultiProc with our limits."""
+#: Nipype plugins that run every node on this machine: the device is chosen here, up front
+LOCAL_PLUGINS = ("MultiProc", "LegacyMultiProc", "Linear")
+#: what a ``--use-plugin`` file may hold
+PLUGIN_FILE_KEYS = ("plugin", "plugin_args", "harmonize_plugin_args")
+
+
+def plugin_settings(plugin_file: Path | None) -> tuple[dict, dict]:
+    """Nipype's plugin and its arguments (``--use-plugin``'s, else MultiProc), and the
+    harmonization node's own plugin arguments (the file's ``harmonize_plugin_args``, e.g. the
+    sbatch arguments of its GPU: Nipype's SLURM plugins know nothing of GPUs)."""
     import yaml
 
-    settings = {"plugin": "MultiProc", "plugin_args": {}}
-    if args.use_plugin:
-        try:
-            loaded = yaml.safe_load(Path(args.use_plugin).read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise InputError(f"{args.use_plugin}: not a readable plugin settings file ({error})") from None
-        if not isinstance(loaded, dict) or "plugin" not in loaded:
-            raise InputError(f"{args.use_plugin}: a plugin settings file has 'plugin:' and 'plugin_args:'")
-        settings = {"plugin": loaded["plugin"], "plugin_args": dict(loaded.get("plugin_args") or {})}
-    if settings["plugin"] == "MultiProc":
-        plugin_args = settings["plugin_args"]
-        plugin_args.setdefault("n_procs", args.nprocs)
-        if args.mem_gb:
-            plugin_args.setdefault("memory_gb", args.mem_gb)
-        plugin_args.setdefault("n_gpu_procs", gpu_count() if device == "cuda" else 0)
-        plugin_args.setdefault("raise_insufficient", True)
-    return settings
+    if plugin_file is None:
+        return {"plugin": "MultiProc", "plugin_args": {}}, {}
+    try:
+        loaded = yaml.safe_load(Path(plugin_file).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        problem = " ".join(str(error).split())  # YAML's messages span lines
+        raise InputError(f"{plugin_file}: not a readable plugin settings file ({problem})") from None
+    if not isinstance(loaded, dict) or "plugin" not in loaded:
+        raise InputError(f"{plugin_file}: a plugin settings file has 'plugin:' and 'plugin_args:'")
+    unknown = sorted(set(loaded) - set(PLUGIN_FILE_KEYS))
+    if unknown:
+        raise InputError(f"{plugin_file}: unknown key(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(PLUGIN_FILE_KEYS)})")
+    if _plugin_class(loaded["plugin"]) is None:
+        raise InputError(f"{plugin_file}: Nipype has no plugin {loaded['plugin']!r}")
+    for key in PLUGIN_FILE_KEYS[1:]:
+        if not isinstance(loaded.get(key) or {}, dict):
+            raise InputError(f"{plugin_file}: '{key}:' must be a mapping (name: value lines)")
+    return ({"plugin": loaded["plugin"], "plugin_args": dict(loaded.get("plugin_args") or {})},
+            dict(loaded.get("harmonize_plugin_args") or {}))
+
+
+def limit_multiproc(plugin_args: dict, args, device: str) -> None:
+    """MultiProc's limits from the command line, where the plugin file does not set them."""
+    plugin_args.setdefault("n_procs", args.nprocs)
+    if args.mem_gb:
+        plugin_args.setdefault("memory_gb", args.mem_gb)
+    plugin_args.setdefault("n_gpu_procs", gpu_count() if device == "cuda" else 0)
+    plugin_args.setdefault("raise_insufficient", True)
+
+
+def _plugin_class(plugin: object) -> type | None:
+    """The class ``workflow.run(plugin=...)`` would use, or None."""
+    from nipype.pipeline import plugins
+
+    plugin_class = getattr(plugins, f"{plugin}Plugin", None) if isinstance(plugin, str) else None
+    return plugin_class if isinstance(plugin_class, type) else None
+
+
+def submits_only(plugin: str) -> bool:
+    """Does the plugin submit the whole graph to a scheduler and return before it runs
+    (SLURMGraph, SGEGraph, CondorDAGMan)?"""
+    from nipype.pipeline.plugins.base import GraphPluginBase
+
+    return issubclass(_plugin_class(plugin), GraphPluginBase)
 
 
 def save_configuration(output_dir: Path, run_uuid: str, content: dict) -> Path:
@@ -246,7 +282,11 @@ def run_participant(args, params: HarmonizationParams) -> int:
     bids_dir, output_dir, work_dir = check_folders(args.bids_dir, args.output_dir, args.work_dir)
     model_file = resolve_model(args.model)
     model = load_model(model_file)  # on the CPU: CUDA stays out of this (forking) process
-    device = device_name(args.device)
+    settings, harmonize_plugin_args = plugin_settings(args.use_plugin)
+    # with a plugin that sends nodes to other machines, the one that runs the harmonization decides
+    device = device_name(args.device) if settings["plugin"] in LOCAL_PLUGINS else args.device
+    if settings["plugin"] == "MultiProc":
+        limit_multiproc(settings["plugin_args"], args, device)
     layout = open_layout(bids_dir, args.bids_database_dir)
     if not args.skip_bids_validation:
         warnings = validate_bids(bids_dir)
@@ -259,6 +299,9 @@ def run_participant(args, params: HarmonizationParams) -> int:
     if args.bids_copy:
         from ..bids.copy import check_copy_target
 
+        if submits_only(settings["plugin"]):
+            raise InputError(f"--bids-copy {args.bids_copy}: not with {settings['plugin']}, which returns before "
+                             "the harmonization has run (run it with MultiProc, reusing the work dir)")
         bids_copy = Path(os.path.abspath(args.bids_copy))
         check_copy_target(bids_copy, bids_dir, output_dir)
         check_writable(bids_copy.parent, "BIDS copy's parent folder")
@@ -271,7 +314,13 @@ def run_participant(args, params: HarmonizationParams) -> int:
     LOG.info("bids_harmony %s: %d subject(s), %d T1w run(s): %s", __version__, len(selection.runs), run_count,
              ", ".join(f"sub-{label} ({len(runs)})" for label, runs in selection.runs.items()) or "none")
     LOG.info("model %s (sha256 %s...): %s", model_file, model.sha256[:12], describe_model(model))
-    LOG.info("device %s, %d process(es), %d thread(s) each", device, args.nprocs, omp_nthreads)
+    if settings["plugin"] in LOCAL_PLUGINS:
+        LOG.info("device %s, %d process(es), %d thread(s) each", device, args.nprocs, omp_nthreads)
+    else:
+        LOG.info("Nipype plugin %s; device %s, decided where the harmonization runs%s; %d thread(s) a node",
+                 settings["plugin"], args.device,
+                 f" (its own plugin arguments: {harmonize_plugin_args})" if harmonize_plugin_args else "",
+                 omp_nthreads)
     for sidecar in earlier_outputs_differ(output_dir, model.sha256, params)[:1]:
         LOG.warning("%s already holds outputs made with another model or other settings (e.g. %s); "
                     "they will be replaced where the same runs are processed", output_dir, sidecar)
@@ -288,7 +337,8 @@ def run_participant(args, params: HarmonizationParams) -> int:
     workflow = init_bids_harmony_wf(
         subjects=selection.runs, bids_dir=str(bids_dir), output_dir=str(output_dir), work_dir=str(work_dir),
         run_uuid=run_uuid, model_file=str(model_file), params=params, device=device, strict=args.strict,
-        omp_nthreads=omp_nthreads, skip_qc=args.skip_qc, stop_on_first_crash=args.stop_on_first_crash,
+        omp_nthreads=omp_nthreads, harmonize_plugin_args=harmonize_plugin_args, skip_qc=args.skip_qc,
+        stop_on_first_crash=args.stop_on_first_crash,
     )
     from ..qc import BIDS_LABELS
 
@@ -297,14 +347,14 @@ def run_participant(args, params: HarmonizationParams) -> int:
     from ..boilerplate import write_boilerplate
 
     write_boilerplate(workflow, output_dir / "logs", brain_extraction=model.preprocessing.brain_extraction)
-    settings = plugin_settings(args, device)
     configuration = {
         "bids_harmony": __version__, "command": sys.argv, "run_uuid": run_uuid,
         "started": started.isoformat(timespec="seconds"),
         "bids_dir": bids_dir, "output_dir": output_dir, "work_dir": work_dir,
         "model": {"file": model_file, "sha256": model.sha256}, "model_target": describe_model(model),
         "device": device, "harmonization": params.to_dict(), "strict": args.strict, "skip_qc": args.skip_qc,
-        "omp_nthreads": omp_nthreads, "plugin": settings, "runs": selection.runs,
+        "omp_nthreads": omp_nthreads, "plugin": settings, "harmonize_plugin_args": harmonize_plugin_args,
+        "runs": selection.runs,
         "subjects_without_t1w": selection.without_t1w,
     }
     save_configuration(output_dir, run_uuid, configuration)
@@ -333,6 +383,11 @@ def run_participant(args, params: HarmonizationParams) -> int:
         os.chdir(user_cwd)
     configuration["seconds"] = round((datetime.now() - started).total_seconds(), 1)
     save_configuration(output_dir, run_uuid, configuration)
+    if submits_only(settings["plugin"]):
+        print(f"bids_harmony: {run_count} T1w run(s) submitted as {settings['plugin']} jobs; once they have "
+              f"finished, `bids_harmony {bids_dir} {output_dir} participant --reports-only` writes the reports "
+              f"(failed nodes leave crash files in {output_dir}/sub-<label>/log/{run_uuid}/)", file=sys.stderr)
+        return 0
     result = outcome(selection, bids_dir, output_dir, run_uuid, started.timestamp())
     write_reports(output_dir, list(selection.runs))
     if args.bids_copy:

@@ -29,6 +29,7 @@ from ..bids.selection import (
     select_t1w,
 )
 from ..bids.validation import validate_bids
+from ..devices import DEVICE_CHOICES
 from ..errors import BidsError, BidsHarmonyError, InputError, ModelError
 from ..model import PRESETS, build_flow
 from ..model.file import HarmonyModel, load_model, save_model
@@ -44,7 +45,7 @@ from ..training_run import (
     split_subjects,
     subject_stores,
 )
-from .common import DEVICE_CHOICES, add_version, resolve_device, run_cli
+from .common import add_version, resolve_device, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

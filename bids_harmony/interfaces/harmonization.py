@@ -86,7 +86,8 @@ _HarmonizeSlicesInputSpec = type("_HarmonizeSlicesInputSpec", (BaseInterfaceInpu
     "slices_file": File(exists=True, mandatory=True, desc="slices written by PrepareT1w"),
     "geometry_file": File(exists=True, mandatory=True, desc="geometry written by PrepareT1w"),
     "model_file": File(exists=True, mandatory=True, desc="the target-scanner model"),
-    "device": traits.Enum("cpu", "cuda", usedefault=True, desc="where the optimisation runs"),
+    "device": traits.Enum("cpu", "cuda", "auto", usedefault=True,
+                          desc="where the optimisation runs (auto: decided on the machine that runs this node)"),
     "use_gpu": traits.Bool(False, usedefault=True, desc="Nipype's GPU slot (True when device is cuda)"),
     "num_threads": num_threads_trait(),
     **{item.name: _setting_trait(item) for item in setting_fields()},
@@ -109,6 +110,7 @@ class HarmonizeSlices(SimpleInterface):
         return HarmonizationParams.from_dict({name: getattr(self.inputs, name) for name in setting_names()})
 
     def _run_interface(self, runtime):
+        from ..devices import device_name
         from ..harmonize import harmonize_volume_slices
         from ..model import load_model
         from ..preprocessing import load_geometry
@@ -116,7 +118,7 @@ class HarmonizeSlices(SimpleInterface):
 
         limit_threads(self.inputs.num_threads)
         params = self.params()
-        model = load_model(self.inputs.model_file, device=self.inputs.device)
+        model = load_model(self.inputs.model_file, device=device_name(self.inputs.device))
         geometry = load_geometry(self.inputs.geometry_file)
         harmonized = harmonize_volume_slices(np.load(self.inputs.slices_file), geometry, model, params)
         self._results["harmonized_file"] = os.path.join(runtime.cwd, "harmonized_slices.npy")
