@@ -135,6 +135,8 @@ QC_FIGURES = {
     "harmonized_seg_report": dict(desc="harmonized", suffix="dseg"),
     "histogram_report": dict(desc="histogram"),
 }
+#: Every field a run's QC hands to its derivatives workflow.
+QC_FIELDS = (*QC_DERIVATIVES, "metrics_file", *QC_FIGURES)
 
 
 def init_qc_derivatives_wf(*, bids_dir: str, output_dir: str, staging_dir: str,
@@ -175,7 +177,7 @@ def init_qc_derivatives_wf(*, bids_dir: str, output_dir: str, staging_dir: str,
 
     """
     workflow = Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["source_file", *QC_DERIVATIVES, "metrics_file", *QC_FIGURES]),
+    inputnode = pe.Node(niu.IdentityInterface(fields=["source_file", *QC_FIELDS]),
                         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_files"]), name="outputnode")
     ordered = pe.Node(niu.Merge(2 * len(QC_DERIVATIVES) + 1, ravel_inputs=True), name="ordered",
