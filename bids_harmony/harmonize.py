@@ -4,44 +4,51 @@ A harmonized slice ``y`` of a source slice ``x`` (both min-max normalised to [0,
 likely under the target flow, strongly correlated with ``x`` (scanner effects are smooth, seed
 Eq. 1) and have its edges where ``x`` has them (seed Eq. 2):
 
-    minimise  -alpha * log p(y)  +  beta1 * (1 - pearson(x, y))  +  beta2 * edge_mismatch(x, y)
+    minimise  -alpha * log p(y)  +  beta1 * fidelity(x, y)  +  beta2 * edge(x, y)
 
 solved as the authors do, by alternating for a few iterations (METHOD.md):
 
-1. an image-space step on the fidelity terms, ``y' = y - beta1 * g_corr - beta2 * g_edge``;
+1. an image-space step on the fidelity terms, ``y' = y - beta1 * g_fidelity - beta2 * g_edge``;
 2. a likelihood step in latent space: ``z = f(y')``, shrink ``z`` towards the origin
    (``alpha`` for its centred part, ``alpha2`` for its mean), ``y = f^-1(z)``.
 
-The result is the last fidelity step's ``y'`` (as in the authors' code), so ``iterations``
-alternations cost ``iterations - 1`` passes through the flow and back.
+The result is the last fidelity step ``y'`` (the authors' May-2023 code; ``iterations``
+alternations then cost ``iterations - 1`` passes through the flow) or the last flow output (their
+camera-ready code). :meth:`HarmonizationParams.preset` names the three methods: ours
+(``bids_harmony``), ``arxiv-v1`` and ``camera-ready`` (docs/methods.md follows each step to the
+authors' code).
 
-Starting point: the mean target slice at the slice's position, masked by the source foreground.
-Everything runs in torch on the model's device, batched over slices, with no randomness.
-Afterwards (``target_background``, our addition), the pixels below the source foreground take
-the source's texture at the target's level: there is no tissue contrast there to harmonize.
+Fidelity gradients (``fidelity``), each the gradient, with respect to ``y``, of a term to minimise:
 
-Gradient scales, so that the betas are fractions rather than magic numbers:
+- ``correlation`` (ours): ``n * var(y) * d(1 - r)/dy = r * (y - mean y) - sd(y)/sd(x) * (x - mean x)``,
+  so that ``beta1 = 1`` replaces ``y``'s centred part by ``x`` rescaled to ``y``'s spread;
+- ``batch-correlation`` (May 2023, as written): ``-d rho/dy`` of a Pearson-like correlation whose
+  pixel count ``N`` is the whole batch's, not the slice's, which leaves it nearly uncentred and
+  makes the result depend on the batch size; the authors' ``beta1`` is 1000;
+- ``cosine`` (camera-ready): ``-d cos(x, y)/dy`` of the uncentred cosine similarity per slice.
 
-- ``g_corr = n * var(y) * d(1 - r)/dy = r * (y - mean y) - sd(y)/sd(x) * (x - mean x)``: with
-  ``beta1 = 1`` a step replaces ``y``'s centred part by ``x`` rescaled to ``y``'s spread (plus
-  ``1 - r`` of ``y``'s own); smaller values move part of the way. The authors' ``beta1 = 1000``
-  on their unnormalised gradient (sums per slice, but the pixel count taken over the whole batch
-  of 50 slices, which also makes it depend on ``y``'s mean) amounts to a step of 0.2 to 1.1 on
-  this scale for 144 x 176 slices, varying with the slice's and the iterate's spread (measured on
-  the seed-7 tuning slices: 0.35-1.1 at the starting image, 0.2-1.0 at the result).
-- high-pass edge term ``0.5 * ||HP(x) - HP(y)||^2`` (HP: orthonormal DCT, frequencies of
-  normalised radius below ``highpass_radius`` dropped): ``g_edge = HP(y - x)``, so ``beta2 = 1``
-  copies ``x``'s fine detail into ``y``.
-- Sobel-sign edge term: where ``x`` has a clear gradient (Sobel magnitude above
-  ``edge_threshold`` of the slice's largest), ``y``'s Sobel gradient should point the same way:
-  ``sum relu(-sign(Sx) * Sy)`` over both directions; its gradient, a few convolutions, comes
-  from autograd.
+Edge terms (``edge``):
+
+- ``highpass`` (May 2023): ``0.5 * ||HP(x) - HP(y)||^2``, HP an orthonormal DCT projection dropping
+  normalised frequencies below ``highpass_radius``: ``g_edge = HP(y - x)``;
+- ``sobel-tv`` (camera-ready): ``sum M_d * |S_d y|`` over the two Sobel directions ``d``, where the
+  mask ``M_d`` keeps the pixels of the source foreground whose ``|S_d x|`` is below the slice's
+  ``edge_percentile``-th percentile: it smooths ``y`` where ``x`` is flat;
+- ``sobel-sign`` (ours): where ``x`` has a clear gradient (above ``edge_threshold`` of the slice's
+  largest), ``y``'s Sobel gradient should point the same way: ``sum relu(-sign(S x) * S y)``.
+
+Every step is guarded per slice: a fidelity step or a flow output that is not finite (or a flow
+output that is all zero) is replaced by the iterate it came from, as the camera-ready code does
+for a whole batch. Everything runs in torch on the model's device, batched over slices, with no
+randomness: the flow's input takes the mid-point of each 12-bit level, not dequantisation noise.
+Afterwards (``target_background``, ours), the pixels below the source foreground take the source's
+texture at the target's level: there is no tissue contrast there to harmonize.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -52,7 +59,16 @@ from .model import HarmonyModel, from_flow_output, to_flow_input
 from .settings import HarmonizationParams
 
 _EPS = 1e-8
+COSINE_EPS = 1e-6  # the camera-ready code's guard on the norms
+#: ``global-mean-masked`` keeps the mean slice where the source is above this percentile (the
+#: authors' simulated-data script)
+GLOBAL_MEAN_PERCENTILE = 45.0
 MIN_LEVEL_PIXELS = 80  # fewer pixels than this are too few to measure a level on
+
+
+def _per_slice(values: torch.Tensor) -> torch.Tensor:
+    """(N,) -> (N, 1, 1), to broadcast a per-slice value over (N, H, W)."""
+    return values.view(-1, 1, 1)
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -73,6 +89,38 @@ def correlation_gradient(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r = pearson(x, y).view(-1, *([1] * (x.dim() - 1)))
     gradient = r * yc - y_sd / x_sd.clamp_min(_EPS) * xc
     return torch.where((x_sd > _EPS) & (y_sd > _EPS), gradient, torch.zeros_like(gradient))
+
+
+def batch_correlation_gradient(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``-d rho/dy`` of the authors' May-2023 correlation, per (N, H, W) slice.
+
+    ``rho = (n S_xy - S_x S_y) / sqrt((n S_yy - S_y^2)(n S_xx - S_x^2))`` with sums ``S`` over each
+    slice's pixels but ``n`` the number of pixels of the whole batch, as their code has it. Not
+    finite where ``y`` or ``x`` is constant (the per-slice guard then keeps the iterate).
+    """
+    n = float(y.numel())
+    sx, sy = _per_slice(x.flatten(1).sum(1)), _per_slice(y.flatten(1).sum(1))
+    sxy = _per_slice((x * y).flatten(1).sum(1))
+    syy, sxx = _per_slice(y.square().flatten(1).sum(1)), _per_slice(x.square().flatten(1).sum(1))
+    covariance = n * sxy - sx * sy
+    y_spread, x_spread = n * syy - sy.square(), n * sxx - sx.square()
+    d_covariance, d_y_spread = n * x - sx, 2.0 * (n * y - sy)
+    return -(d_covariance * y_spread - 0.5 * d_y_spread * covariance) / (y_spread.pow(1.5) * x_spread.sqrt())
+
+
+def cosine_gradient(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``-d cos(x, y)/dy`` per slice, with the camera-ready code's guard on the norms."""
+    x_norm = _per_slice(x.flatten(1).norm(dim=1)) + COSINE_EPS
+    y_norm = _per_slice(y.flatten(1).norm(dim=1)) + COSINE_EPS
+    inner = _per_slice((x * y).flatten(1).sum(1))
+    return -x / (y_norm * x_norm) + inner * y / (y_norm.pow(3) * x_norm)
+
+
+FIDELITY_GRADIENTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "correlation": correlation_gradient,
+    "batch-correlation": batch_correlation_gradient,
+    "cosine": cosine_gradient,
+}
 
 
 def _dct_matrix(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -103,11 +151,12 @@ class HighPass:
 _SOBEL = torch.tensor([[[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]])
 
 
-def sobel(images: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) -> (N, 2, H, W) Sobel derivatives along W and H, replicate padding."""
+def sobel(images: torch.Tensor, padding: str = "replicate") -> torch.Tensor:
+    """(N, H, W) -> (N, 2, H, W) Sobel derivatives along W and H (``padding``: a torch padding
+    mode; ``reflect`` is OpenCV's default border)."""
     kernel = _SOBEL.to(images)
     weights = torch.stack([kernel, kernel.transpose(1, 2)])  # (2, 1, 3, 3)
-    padded = F.pad(images[:, None], (1, 1, 1, 1), mode="replicate")
+    padded = F.pad(images[:, None], (1, 1, 1, 1), mode=padding)
     return F.conv2d(padded, weights)
 
 
@@ -120,15 +169,37 @@ def sobel_sign_mismatch(x: torch.Tensor, y: torch.Tensor, threshold: float) -> t
     return (mask * F.relu(-torch.sign(gx) * sobel(y))).flatten(1).sum(1)
 
 
-def edge_gradient(x: torch.Tensor, y: torch.Tensor, params: HarmonizationParams,
-                  highpass: HighPass | None) -> torch.Tensor:
-    """Gradient of the edge term with respect to ``y`` (scaled as the module docstring says)."""
-    if params.edge == "highpass":
-        return highpass(y - x)
+def flat_parts(x: torch.Tensor, percentile: float, foreground_threshold: float) -> torch.Tensor:
+    """(N, 2, H, W) masks of the camera-ready Sobel term: per slice and direction, the source
+    foreground's pixels whose ``|Sobel x|`` is below that direction's ``percentile``-th
+    percentile over the whole slice."""
+    magnitude = sobel(x, "reflect").abs()
+    limit = torch.quantile(magnitude.flatten(2), percentile / 100.0, dim=2)[..., None, None]
+    return (magnitude < limit) & foreground_masks(x, foreground_threshold)[:, None]
+
+
+def sobel_total_variation(masks: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per slice: the Sobel total variation of ``y`` inside ``masks`` (:func:`flat_parts`)."""
+    return (masks * sobel(y, "reflect").abs()).flatten(1).sum(1)
+
+
+def _gradient_of(term: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """The gradient of a per-slice term at ``y`` (slices do not interact, so of its sum)."""
     with torch.enable_grad():
         leaf = y.detach().requires_grad_(True)
-        (gradient,) = torch.autograd.grad(sobel_sign_mismatch(x, leaf, params.edge_threshold).sum(), leaf)
+        (gradient,) = torch.autograd.grad(term(leaf).sum(), leaf)
     return gradient
+
+
+def edge_term(x: torch.Tensor, params: HarmonizationParams,
+              highpass: HighPass | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The edge term's gradient as a function of ``y``, with what depends on ``x`` worked out once."""
+    if params.edge == "highpass":
+        return lambda y: highpass(y - x)
+    if params.edge == "sobel-tv":
+        masks = flat_parts(x, params.edge_percentile, params.foreground_threshold)
+        return lambda y: _gradient_of(lambda leaf: sobel_total_variation(masks, leaf), y)
+    return lambda y: _gradient_of(lambda leaf: sobel_sign_mismatch(x, leaf, params.edge_threshold), y)
 
 
 def _latent_shrink(z: torch.Tensor, alpha: float, alpha2: float) -> torch.Tensor:
@@ -136,11 +207,35 @@ def _latent_shrink(z: torch.Tensor, alpha: float, alpha2: float) -> torch.Tensor
     return (1.0 - alpha) * (z - mean) + (1.0 - alpha2) * mean
 
 
+def keep_usable(candidate: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """``candidate``'s slices, except those that are not finite or all zero: ``fallback``'s.
+
+    The camera-ready code falls back for the whole batch when any value of it is bad; per slice,
+    a slice's result does not depend on which other slices share its batch.
+    """
+    flat = candidate.flatten(1)
+    usable = torch.isfinite(flat).all(1) & (flat.abs().sum(1) > 0)
+    return torch.where(_per_slice(usable), candidate, fallback)
+
+
 def foreground_masks(slices: torch.Tensor, threshold: float) -> torch.Tensor:
     """Source foreground per slice: above ``threshold`` of the slice's range."""
     lows = slices.flatten(1).amin(1).view(-1, 1, 1)
     highs = slices.flatten(1).amax(1).view(-1, 1, 1)
     return slices > lows + threshold * (highs - lows)
+
+
+def start_images(x: torch.Tensor, position_means: torch.Tensor, global_mean: torch.Tensor,
+                 params: HarmonizationParams) -> torch.Tensor:
+    """Where the optimisation of each slice starts (``params.init``)."""
+    if params.init == "mean":
+        return position_means * foreground_masks(x, params.foreground_threshold)
+    if params.init == "mean-unmasked":
+        return position_means.clone()
+    if params.init == "global-mean-masked":
+        limit = torch.quantile(x.flatten(1), GLOBAL_MEAN_PERCENTILE / 100.0, dim=1)
+        return global_mean * (x > _per_slice(limit))
+    return x.clone()
 
 
 def with_target_background(harmonized: torch.Tensor, source: torch.Tensor, references: torch.Tensor,
@@ -165,25 +260,35 @@ def with_target_background(harmonized: torch.Tensor, source: torch.Tensor, refer
     return result
 
 
+def fidelity_step(x: torch.Tensor, y: torch.Tensor, params: HarmonizationParams,
+                  edge_gradient: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """``y - beta1 * g_fidelity - beta2 * g_edge`` (a term with a zero beta is not computed)."""
+    step = torch.zeros_like(y)
+    if params.beta1:
+        step += params.beta1 * FIDELITY_GRADIENTS[params.fidelity](x, y)
+    if params.beta2:
+        step += params.beta2 * edge_gradient(y)
+    return y - step
+
+
+def likelihood_step(y: torch.Tensor, model: HarmonyModel, params: HarmonizationParams) -> torch.Tensor:
+    """``f^-1(shrink(f(y)))`` on the flow's 12-bit grid, in [0, 1]."""
+    transform, num_bits = model.flow._transform, model.flow_config.num_bits
+    z, _ = transform(to_flow_input(y[:, None], num_bits))
+    images, _ = transform.inverse(_latent_shrink(z, params.alpha, params.alpha2))
+    return from_flow_output(images, num_bits)[:, 0]
+
+
 @torch.no_grad()
 def _harmonize_batch(x: torch.Tensor, start: torch.Tensor, model: HarmonyModel,
                      params: HarmonizationParams, highpass: HighPass | None) -> torch.Tensor:
-    transform = model.flow._transform
-    num_bits = model.flow_config.num_bits
+    edge_gradient = edge_term(x, params, highpass) if params.beta2 else None
     y = start
     for iteration in range(params.iterations):
-        step = torch.zeros_like(y)
-        if params.beta1:
-            step += params.beta1 * correlation_gradient(x, y)
-        if params.beta2:
-            step += params.beta2 * edge_gradient(x, y, params, highpass)
-        y = (y - step).clamp(0.0, 1.0)
-        if iteration == params.iterations - 1:
-            break  # the result is the last fidelity step, as in the authors' code
-        z, _ = transform(to_flow_input(y[:, None], num_bits))
-        z = _latent_shrink(z, params.alpha, params.alpha2)
-        images, _ = transform.inverse(z)
-        y = from_flow_output(images, num_bits)[:, 0]
+        stepped = keep_usable(fidelity_step(x, y, params, edge_gradient), y)
+        if params.result == "fidelity" and iteration == params.iterations - 1:
+            return stepped.clamp(0.0, 1.0)
+        y = keep_usable(likelihood_step(stepped, model, params), stepped.clamp(0.0, 1.0))
     return y
 
 
@@ -203,10 +308,11 @@ def harmonize_slices(slices: np.ndarray | torch.Tensor, model: HarmonyModel,
         raise ValueError(f"slices of shape {tuple(source.shape)} do not fit the model's "
                          f"{tuple(model.shape[1:])} grid")
     means = torch.as_tensor(model.mean_slices, dtype=torch.float32, device=device)
+    global_mean = means.mean(0, keepdim=True)
     if positions is None:
-        starts_all = means.mean(0, keepdim=True).expand(len(source), -1, -1)
+        position_means = global_mean.expand(len(source), -1, -1)
     else:
-        starts_all = means[torch.as_tensor(np.asarray(positions), dtype=torch.long, device=device)]
+        position_means = means[torch.as_tensor(np.asarray(positions), dtype=torch.long, device=device)]
     highpass = (HighPass(tuple(model.shape[1:]), params.highpass_radius, device)
                 if params.edge == "highpass" and params.beta2 else None)
     spans = source.flatten(1).amax(1) - source.flatten(1).amin(1)
@@ -220,13 +326,11 @@ def harmonize_slices(slices: np.ndarray | torch.Tensor, model: HarmonyModel,
             if len(rows) == 0:
                 continue
             x = source[rows]
-            if params.init == "mean":
-                start = starts_all[rows] * foreground_masks(x, params.foreground_threshold)
-            else:
-                start = x
+            start = start_images(x, position_means[rows], global_mean, params)
             harmonized = _harmonize_batch(x, start, model, params, highpass)
             if params.target_background:
-                harmonized = with_target_background(harmonized, x, starts_all[rows], params.foreground_threshold)
+                harmonized = with_target_background(harmonized, x, position_means[rows],
+                                                    params.foreground_threshold)
             output[rows] = harmonized
     finally:
         model.flow.train(was_training)
@@ -364,7 +468,8 @@ def prepare_t1w(image: Any, model: HarmonyModel, strict: bool = False) -> Prepar
 
 def harmonize_volume_slices(slices: np.ndarray, geometry: Any, model: HarmonyModel,
                             params: HarmonizationParams | None = None) -> np.ndarray:
-    """The second step: harmonize a volume's valid slices and anchor each to its source level.
+    """The second step: harmonize a volume's valid slices and (``anchor_level``) anchor each to
+    its source level.
 
     Invalid slices come back unchanged; the result is on the source slices' [0, 1] scale.
     """
@@ -372,21 +477,24 @@ def harmonize_volume_slices(slices: np.ndarray, geometry: Any, model: HarmonyMod
     valid = np.flatnonzero(geometry.valid)
     harmonized = np.array(slices, dtype=np.float32, copy=True)
     if len(valid):
-        harmonized[valid] = anchor_to_source_level(
-            harmonize_slices(slices[valid], model, geometry.positions[valid], params), slices[valid],
-            params.foreground_threshold)
+        harmonized[valid] = harmonize_slices(slices[valid], model, geometry.positions[valid], params)
+        if params.anchor_level:
+            harmonized[valid] = anchor_to_source_level(harmonized[valid], slices[valid],
+                                                       params.foreground_threshold)
     return harmonized
 
 
-def reassemble(harmonized: np.ndarray, slices: np.ndarray, geometry: Any) -> tuple[np.ndarray, Any]:
-    """The last step: smooth the change across slices and put the volume back on the native grid.
+def reassemble(harmonized: np.ndarray, slices: np.ndarray, geometry: Any,
+               smooth_across_slices: bool = True) -> tuple[np.ndarray, Any]:
+    """The last step: (``smooth_across_slices``) smooth the change across slices, and put the
+    volume back on the native grid.
 
     Returns the final slices (on the source slices' scale) and the native-grid image.
     """
     from .preprocessing import from_slices
 
-    final = smooth_change_across_slices(harmonized, slices, geometry.slice_max - geometry.slice_min,
-                                        geometry.valid)
+    final = (smooth_change_across_slices(harmonized, slices, geometry.slice_max - geometry.slice_min,
+                                         geometry.valid) if smooth_across_slices else harmonized)
     return final, from_slices(final, geometry)
 
 
@@ -394,10 +502,11 @@ def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams
                     strict: bool = False, **changes: Any) -> HarmonizedImage:
     """Harmonize a T1w volume (path or nibabel image) with the shared preprocessing.
 
-    The result is on the input's own grid, in the source's intensity units: each harmonized
-    slice's brighter half is put at the source's level (:func:`anchor_to_source_level`), the
-    coarse part of the change is smoothed across slices (:func:`smooth_change_across_slices`),
-    and each slice is mapped back through its source slice's own minimum and maximum. The
+    The result is on the input's own grid, in the source's intensity units. Two volume steps of
+    ours, on by default (``anchor_level``, ``smooth_across_slices``), put each harmonized slice's
+    brighter half at the source's level (:func:`anchor_to_source_level`) and smooth the coarse
+    part of the change across slices (:func:`smooth_change_across_slices`); then each slice is
+    mapped back through its source slice's own minimum and maximum. The
     three steps (:func:`prepare_t1w`, :func:`harmonize_volume_slices`, :func:`reassemble`) are
     the ones the participant workflow runs as separate nodes. ``strict`` turns the contrast
     warning into :class:`NotT1wLikeError`.
@@ -405,7 +514,7 @@ def harmonize_image(image: Any, model: HarmonyModel, params: HarmonizationParams
     params = (params or HarmonizationParams()).replace(**changes)
     prepared = prepare_t1w(image, model, strict)
     harmonized = harmonize_volume_slices(prepared.slices, prepared.geometry, model, params)
-    final, output = reassemble(harmonized, prepared.slices, prepared.geometry)
+    final, output = reassemble(harmonized, prepared.slices, prepared.geometry, params.smooth_across_slices)
     metadata = {
         "parameters": params.to_dict(),
         "valid_slices": int(prepared.geometry.valid.sum()),

@@ -34,12 +34,15 @@ def test_every_setting_has_an_option_and_unset_ones_stay_unset():
         assert flag in help_text
     args = _parse()
     assert not any(hasattr(args, item.name) for item in dataclasses.fields(HarmonizationParams))
-    preset = HarmonizationParams(iterations=10, beta1=0.9)
-    assert settings_from_arguments(args, preset) == preset
-    changed = settings_from_arguments(_parse("--beta1", "0.2", "--no-target-background",
-                                             "--harmonize-batch-size", "8", "--edge", "sobel"), preset)
-    assert (changed.beta1, changed.target_background, changed.batch_size, changed.edge) == (0.2, False, 8, "sobel")
-    assert changed.iterations == 10
+    assert settings_from_arguments(args) == HarmonizationParams()
+    preset = HarmonizationParams.preset("camera-ready")
+    assert settings_from_arguments(_parse("--method", "camera-ready")) == preset
+    changed = settings_from_arguments(_parse("--method", "camera-ready", "--beta1", "0.2", "--target-background",
+                                             "--harmonize-batch-size", "8", "--edge", "sobel-sign"))
+    assert (changed.beta1, changed.target_background, changed.batch_size, changed.edge) == (0.2, True, 8, "sobel-sign")
+    assert changed.iterations == 10 and changed.fidelity == "cosine"  # the rest is camera-ready's
+    assert changed.method() == ("camera-ready", {"beta1": 0.2, "edge": "sobel-sign", "target_background": True,
+                                                 "batch_size": 8})
 
 
 def test_help_says_what_the_demo_model_is(capsys):
@@ -49,7 +52,7 @@ def test_help_says_what_the_demo_model_is(capsys):
 
 
 def test_settings_round_trip_and_refuse_unknown_keys():
-    params = HarmonizationParams(beta2=0.25, edge="sobel")
+    params = HarmonizationParams(beta2=0.25, edge="sobel-sign")
     assert HarmonizationParams.from_dict(params.to_dict()) == params
     with pytest.raises(SettingsError, match="unknown harmonization setting.*gamma"):
         HarmonizationParams.from_dict({**params.to_dict(), "gamma": 1})

@@ -149,7 +149,9 @@ def _value(entry: dict, tmp_path: Path):
 
 def test_simulated_command_line_parses(descriptor, tmp_path):
     """Every option at once (one of each mutually exclusive pair), through bosh and back."""
-    excluded = {"participant_level_analysis_dir", "no_target_background"}
+    # one member of each --x/--no-x pair
+    excluded = {"participant_level_analysis_dir"} | {entry["id"] for entry in descriptor["inputs"]
+                                                     if entry["id"].startswith("no_")}
     invocation = {entry["id"]: _value(entry, tmp_path) for entry in descriptor["inputs"]
                   if entry["id"] not in excluded}
     invocation.update(bids_dir=str(tmp_path / "bids"), output_dir_name=str(tmp_path / "out"),
@@ -182,12 +184,12 @@ def test_group_level_with_the_file_typed_output_dir(tmp_path):
     assert _parse(command_line).output_dir == tmp_path / "out"
 
 
-def test_launch_without_container(descriptor, multiscanner_dataset, tmp_path):
+def test_launch_without_container(descriptor, coarse_dataset, tmp_path):
     """``bosh exec launch --no-container``: one subject, harmonization only, one iteration."""
     import nibabel as nib
 
     output_dir = tmp_path / "out"
-    invocation = {"bids_dir": str(multiscanner_dataset), "output_dir_name": str(output_dir),
+    invocation = {"bids_dir": str(coarse_dataset), "output_dir_name": str(output_dir),
                   "analysis_level": "participant", "participant_label": ["01"], "model": "demo",
                   "skip_qc": True, "skip_bids_validation": True, "iterations": 1, "nprocs": 2,
                   "omp_nthreads": 1, "work_dir": str(tmp_path / "work")}
@@ -201,5 +203,5 @@ def test_launch_without_container(descriptor, multiscanner_dataset, tmp_path):
     assert launched.returncode == 0, launched.stdout[-4000:] + launched.stderr[-4000:]
     harmonized = sorted(output_dir.glob("sub-01/anat/sub-01_desc-harmonized_T1w.nii.gz"))
     assert len(harmonized) == 1, sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*.nii.gz"))
-    source = nib.load(str(multiscanner_dataset / "sub-01" / "anat" / "sub-01_T1w.nii.gz"))
+    source = nib.load(str(coarse_dataset / "sub-01" / "anat" / "sub-01_T1w.nii.gz"))
     assert nib.load(str(harmonized[0])).shape == source.shape

@@ -386,7 +386,7 @@ def test_slurmgraph_plugin_file_reaches_nipype_unchanged():
     assert plugin._template.startswith("#!/usr/bin/env bash") and plugin._dont_resubmit_completed_jobs
 
 
-def test_slurmgraph_gives_the_harmonization_alone_a_gpu(multiscanner_dataset, tmp_path):
+def test_slurmgraph_gives_the_harmonization_alone_a_gpu(coarse_dataset, tmp_path):
     """The participant level under Nipype's real SLURMGraph plugin with the shipped plugin file,
     against a stand-in ``sbatch`` that runs each job script at once (in the order SLURMGraph
     submits them, which its dependencies follow)."""
@@ -400,9 +400,10 @@ def test_slurmgraph_gives_the_harmonization_alone_a_gpu(multiscanner_dataset, tm
         'echo "Submitted batch job $$"\n')
     (bin_dir / "sbatch").chmod(0o755)
     output_dir, work_dir = tmp_path / "out", tmp_path / "work"
-    command = [sys.executable, "-m", "bids_harmony.cli.run", str(multiscanner_dataset), str(output_dir),
+    command = [sys.executable, "-m", "bids_harmony.cli.run", str(coarse_dataset), str(output_dir),
                "participant", "--participant-label", "02", "--model", "demo", "-w", str(work_dir),
-               "--skip-qc", "--skip-bids-validation", "--iterations", "1", "--omp-nthreads", "1"]
+               "--skip-qc", "--skip-bids-validation", "--method", "camera-ready", "--iterations", "1",
+               "--omp-nthreads", "1"]
     environment = {**os.environ, "NIPYPE_NO_ET": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     submitted = subprocess.run([*command, "--use-plugin", str(SLURM / "slurmgraph_plugin.yml")],
                                capture_output=True, text=True, env=environment, timeout=900)
@@ -421,6 +422,9 @@ def test_slurmgraph_gives_the_harmonization_alone_a_gpu(multiscanner_dataset, tm
     harmonized = output_dir / "sub-02" / "anat" / "sub-02_desc-harmonized_T1w.nii.gz"
     sidecar = json.loads(harmonized.with_name("sub-02_desc-harmonized_T1w.json").read_text())
     assert sidecar["Device"] == "cpu"  # decided in the job, from --device auto
+    assert sidecar["HarmonizationMethod"] == {"Name": "camera-ready", "Changed": {"iterations": 1},
+                                              "AdditionsToThePaper": []}
+    assert sidecar["HarmonizationParameters"]["smooth_across_slices"] is False
     (configuration,) = (output_dir / "logs").glob("config-*.json")
     assert json.loads(configuration.read_text())["device"] == "auto"
     assert not (output_dir / "sub-02.html").exists()

@@ -16,6 +16,46 @@ HARMONIZE_MEM_GB = 1.5
 REASSEMBLE_MEM_GB = 1.0
 
 
+METHOD_WORDS = {
+    "bids_harmony": "bids_harmony's variant of the authors' May-2023 loop",
+    "arxiv-v1": "the authors' May-2023 loop",
+    "camera-ready": "the authors' published (camera-ready) loop",
+}
+FIDELITY_WORDS = {
+    "correlation": "the Pearson correlation with the input",
+    "batch-correlation": "the correlation with the input as the authors' May-2023 code computes it",
+    "cosine": "the cosine similarity with the input",
+}
+EDGE_WORDS = {
+    "highpass": "its high-pass (DCT) edges",
+    "sobel-tv": "the Sobel total variation in the input's flat parts",
+    "sobel-sign": "the Sobel gradients' direction at the input's edges",
+}
+
+
+def method_description(params: HarmonizationParams) -> str:
+    """The methods paragraph's account of the optimisation, from the settings actually used."""
+    method, changed = params.method()
+    origin = METHOD_WORDS[method] + (f", with {', '.join(f'{k} = {v}' for k, v in changed.items())}"
+                                     if changed else "")
+    latent = (f"z <- (1 - alpha) z, alpha = {params.alpha}" if params.alpha == params.alpha2 else
+              f"alpha = {params.alpha}, alpha2 = {params.alpha2}")
+    steps = []
+    if params.target_background:
+        steps.append("below the input's foreground, the input's own texture was kept at the target's "
+                     "background level")
+    if params.anchor_level:
+        steps.append("each slice was put at the input slice's white-matter level")
+    if params.smooth_across_slices:
+        steps.append("the change was smoothed across neighbouring slices")
+    return (f"optimised for {params.iterations} iterations ({origin}), alternating a fidelity step on "
+            f"{FIDELITY_WORDS[params.fidelity]} (beta1 = {params.beta1}) and on {EDGE_WORDS[params.edge]} "
+            f"(beta2 = {params.beta2}) with a likelihood step in the flow's latent space ({latent}); the "
+            f"result was the last {'flow output' if params.result == 'flow' else 'fidelity step'}. "
+            + (f"{'; '.join(steps).capitalize()}, and the" if steps else "The")
+            + " volume was resampled back onto the image's native grid.")
+
+
 def init_harmonize_t1w_wf(
     *,
     model_file: str,
@@ -97,12 +137,7 @@ The T1-weighted image was harmonized to the appearance of a target scanner with 
 [@nflows]) trained only on T1-weighted images of the target scanner. The image was rigidly
 registered to the MNI152NLin2009cSym template [@mni152nlin2009csym] with ANTs [@ants] to place
 it on the model's grid of axial slices (1.2 mm isotropic voxels unless the model was trained
-otherwise); each slice was min-max normalised and
-optimised for {params.iterations} iterations, alternating a fidelity step on the correlation
-with the input (beta1 = {params.beta1}) and on its {params.edge} edges (beta2 = {params.beta2})
-with a likelihood step in the flow's latent space (alpha = {params.alpha}, alpha2 =
-{params.alpha2}). The change was smoothed across neighbouring slices and the volume was
-resampled back onto the image's native grid.
+otherwise); each slice was min-max normalised and {method_description(params)}
 """
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(
@@ -115,12 +150,12 @@ resampled back onto the image's native grid.
     # a GPU node takes n_procs GPU slots too, so it asks for one; its threads are an input
     harmonize = pe.Node(
         HarmonizeSlices(model_file=model_file, device=device, use_gpu=device == "cuda",
-                        num_threads=omp_nthreads, **params.to_dict()),
+                        num_threads=omp_nthreads, **params.optimisation_settings()),
         name="harmonize", mem_gb=HARMONIZE_MEM_GB, n_procs=1 if device == "cuda" else omp_nthreads,
     )
     harmonize.plugin_args = dict(harmonize_plugin_args or {})
-    reassemble = pe.Node(ReassembleT1w(num_threads=omp_nthreads), name="reassemble",
-                         mem_gb=REASSEMBLE_MEM_GB, n_procs=omp_nthreads)
+    reassemble = pe.Node(ReassembleT1w(num_threads=omp_nthreads, **params.reassemble_settings()),
+                         name="reassemble", mem_gb=REASSEMBLE_MEM_GB, n_procs=omp_nthreads)
 
     workflow.connect([
         (inputnode, prepare, [("t1w", "in_file")]),

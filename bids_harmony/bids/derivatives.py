@@ -9,6 +9,7 @@ from typing import Any
 
 from ..__about__ import software_versions
 from ..atomic import atomic_write, file_sha256
+from ..settings import HarmonizationParams
 from .description import dataset_description
 from .paths import sidecar_path
 
@@ -94,6 +95,13 @@ def source_scanner(source_file: str | Path) -> dict[str, Any]:
     return {key: metadata[key] for key in SCANNER_FIELDS if key in metadata}
 
 
+def _method_summary(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The named method the settings come from, what was changed, and our additions switched on."""
+    params = HarmonizationParams.from_dict(parameters)
+    name, changed = params.method()
+    return {"Name": name, "Changed": changed, "AdditionsToThePaper": params.additions()}
+
+
 def harmonized_sidecar(*, source_file: str, bids_dir: str, model_file: str, parameters: dict[str, Any],
                        device: str, contrast_agreement: float | None, warnings: list[str],
                        skull_stripped: bool) -> dict[str, Any]:
@@ -105,6 +113,7 @@ def harmonized_sidecar(*, source_file: str, bids_dir: str, model_file: str, para
         "SkullStripped": bool(source_metadata.get("SkullStripped", skull_stripped)),
         "Description": "T1w harmonized to the model's target scanner with BlindHarmony (bids_harmony)",
         "HarmonizationModel": {"File": os.path.basename(model_file), "SHA256": file_sha256(model_file)},
+        "HarmonizationMethod": _method_summary(parameters),
         "HarmonizationParameters": parameters,
         "ContrastAgreement": contrast_agreement,
         "Warnings": list(warnings),

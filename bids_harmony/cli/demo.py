@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import BidsHarmonyError, OutputExistsError
 from ..devices import DEVICE_CHOICES
+from ..settings import DEFAULT_METHOD, METHODS
 from .common import add_version, run_cli
 from .parser import _positive_int
 
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"folder for the demo: OUT_DIR/{BIDS} (the simulated dataset), OUT_DIR/{OUTPUT} "
                         f"(derivatives and reports); must be empty or absent")
     parser.add_argument("--nprocs", type=_positive_int, default=2, help="worker processes")
+    parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
+                        help="the harmonization method (docs/methods.md): ours or one of the authors' loops")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="where the flow runs")
     parser.add_argument("-w", "--work-dir", type=Path, default=None,
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     common = [str(bids_dir), str(output_dir)]
     began = _step("2/4 participant level: harmonization with the bundled demo model, QC, reports")
     if bids_harmony([*common, "participant", "--model", "demo", "--nprocs", str(args.nprocs),
-                     "--device", args.device, "-w", str(work_dir)]) != 0:
+                     "--device", args.device, "--method", args.method, "-w", str(work_dir)]) != 0:
         raise DemoError(f"the participant level failed (crash files under {output_dir}/sub-*/log)")
     print(f"participant level in {time.perf_counter() - began:.0f} s")
     _step("3/4 group level")

@@ -18,7 +18,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..settings import HarmonizationParams, setting_fields, setting_names, setting_type
+from ..settings import REASSEMBLE_SETTINGS, HarmonizationParams, setting_fields, setting_type
 
 SLICES_FILE = "slices.npy"
 GEOMETRY_FILE = "geometry.json"
@@ -81,6 +81,8 @@ class PrepareT1w(SimpleInterface):
         return runtime
 
 
+# the settings the harmonization node takes; the reassembly node takes the others
+_OPTIMISATION_FIELDS = [item for item in setting_fields() if item.name not in REASSEMBLE_SETTINGS]
 _HarmonizeSlicesInputSpec = type("_HarmonizeSlicesInputSpec", (BaseInterfaceInputSpec,), {
     "__module__": __name__,  # so that MultiProc can pickle it
     "slices_file": File(exists=True, mandatory=True, desc="slices written by PrepareT1w"),
@@ -90,7 +92,7 @@ _HarmonizeSlicesInputSpec = type("_HarmonizeSlicesInputSpec", (BaseInterfaceInpu
                           desc="where the optimisation runs (auto: decided on the machine that runs this node)"),
     "use_gpu": traits.Bool(False, usedefault=True, desc="Nipype's GPU slot (True when device is cuda)"),
     "num_threads": num_threads_trait(),
-    **{item.name: _setting_trait(item) for item in setting_fields()},
+    **{item.name: _setting_trait(item) for item in _OPTIMISATION_FIELDS},
 })
 
 
@@ -107,7 +109,8 @@ class HarmonizeSlices(SimpleInterface):
     output_spec = _HarmonizeSlicesOutputSpec
 
     def params(self) -> HarmonizationParams:
-        return HarmonizationParams.from_dict({name: getattr(self.inputs, name) for name in setting_names()})
+        return HarmonizationParams.from_dict({item.name: getattr(self.inputs, item.name)
+                                              for item in _OPTIMISATION_FIELDS})
 
     def _run_interface(self, runtime):
         from ..devices import device_name
@@ -127,12 +130,15 @@ class HarmonizeSlices(SimpleInterface):
         return runtime
 
 
-class _ReassembleT1wInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="the T1w (its grid and header)")
-    slices_file = File(exists=True, mandatory=True, desc="source slices (PrepareT1w)")
-    harmonized_file = File(exists=True, mandatory=True, desc="harmonized slices (HarmonizeSlices)")
-    geometry_file = File(exists=True, mandatory=True, desc="geometry (PrepareT1w)")
-    num_threads = num_threads_trait()
+_ReassembleT1wInputSpec = type("_ReassembleT1wInputSpec", (BaseInterfaceInputSpec,), {
+    "__module__": __name__,  # so that MultiProc can pickle it
+    "in_file": File(exists=True, mandatory=True, desc="the T1w (its grid and header)"),
+    "slices_file": File(exists=True, mandatory=True, desc="source slices (PrepareT1w)"),
+    "harmonized_file": File(exists=True, mandatory=True, desc="harmonized slices (HarmonizeSlices)"),
+    "geometry_file": File(exists=True, mandatory=True, desc="geometry (PrepareT1w)"),
+    "num_threads": num_threads_trait(),
+    **{item.name: _setting_trait(item) for item in setting_fields() if item.name in REASSEMBLE_SETTINGS},
+})
 
 
 class _ReassembleT1wOutputSpec(TraitedSpec):
@@ -141,7 +147,8 @@ class _ReassembleT1wOutputSpec(TraitedSpec):
 
 
 class ReassembleT1w(SimpleInterface):
-    """Smooth the change across slices and put the volume back (:func:`~bids_harmony.harmonize.reassemble`)."""
+    """Smooth the change across slices (unless told not to) and put the volume back
+    (:func:`~bids_harmony.harmonize.reassemble`)."""
 
     input_spec = _ReassembleT1wInputSpec
     output_spec = _ReassembleT1wOutputSpec
@@ -153,7 +160,8 @@ class ReassembleT1w(SimpleInterface):
 
         limit_threads(self.inputs.num_threads)
         geometry = load_geometry(self.inputs.geometry_file, self.inputs.in_file)
-        final, native = reassemble(np.load(self.inputs.harmonized_file), np.load(self.inputs.slices_file), geometry)
+        final, native = reassemble(np.load(self.inputs.harmonized_file), np.load(self.inputs.slices_file), geometry,
+                                   self.inputs.smooth_across_slices)
         self._results["out_file"] = os.path.join(runtime.cwd, "harmonized_T1w.nii.gz")
         self._results["out_grid"] = os.path.join(runtime.cwd, "harmonized_res-1p2_T1w.nii.gz")
         native.to_filename(self._results["out_file"])
