@@ -8,11 +8,15 @@ import pandas as pd
 import pytest
 
 from bids_harmony.bench import (
+    CENTRAL_SLICES,
     SIMULATED_DOMAINS,
     benchmark_methods,
     build_cases,
+    candidate_slices,
     domain_label,
     histogram_match,
+    method_functions,
+    method_label,
     psnr,
     simulate_domain,
     ssim,
@@ -99,14 +103,30 @@ def test_domain_label_prefers_the_participants_domain():
     assert domain_label(image, {}) == "Prisma 3T (P1)"
 
 
-def test_benchmark_methods_and_ablations():
+def test_benchmark_columns_are_named_by_method():
     model = SimpleNamespace(quantiles=None)
-    methods = benchmark_methods(model, HarmonizationParams(), ablations=False)
-    assert list(methods) == ["none", "histogram matching", "BlindHarmony"]
+    columns = benchmark_methods(model, HarmonizationParams(), compared=(), ablated=None)
+    assert list(columns) == ["none", "histogram matching", "bids_harmony"]
     slices = np.zeros((1, 4, 4))
-    assert methods["none"](slices, np.zeros(1)) is slices
-    assert list(benchmark_methods(model, HarmonizationParams()))[3:] == [
-        "BlindHarmony alpha=0", "BlindHarmony beta1=0", "BlindHarmony beta2=0"]
+    assert method_functions(model, columns)["none"](slices, np.zeros(1)) is slices
+    columns = benchmark_methods(model, HarmonizationParams(iterations=2))  # camera-ready beside, and ablated
+    assert list(columns)[2:] == ["bids_harmony (iterations=2)", "camera-ready", "camera-ready alpha=0",
+                                 "camera-ready beta1=0", "camera-ready beta2=0"]
+    assert columns["camera-ready"] == HarmonizationParams.preset("camera-ready")
+    assert columns["camera-ready alpha=0"] == HarmonizationParams.preset("camera-ready").replace(alpha=0, alpha2=0)
+    same = benchmark_methods(model, HarmonizationParams.preset("camera-ready"), ablated=None)
+    assert list(same) == ["none", "histogram matching", "camera-ready"]  # not twice
+    assert method_label(HarmonizationParams.preset("arxiv-v1").replace(beta2=0)) == "arxiv-v1 (beta2=0.0)"
+
+
+def test_protocols_choose_the_candidate_slices():
+    valid = np.ones(128, bool)
+    valid[:10] = False
+    area = np.concatenate([np.zeros(20), np.full(88, 100.0), np.zeros(20)])
+    area[20] = 5.0  # under MIN_BRAIN_SHARE of the largest
+    positions = np.arange(128)
+    assert np.array_equal(candidate_slices(valid, positions, area, 128), np.arange(21, 108))
+    assert np.array_equal(candidate_slices(valid, positions, area, 128, "authors"), np.arange(39, 89))
 
 
 def test_build_cases_refuses_an_empty_budget(tmp_path):
@@ -120,7 +140,7 @@ def bench_run(multiscanner_dataset, tmp_path_factory):
     output = tmp_path_factory.mktemp("bench") / "out"
     code = bench_main([str(multiscanner_dataset), str(output), "--max-slices", "2", "--domains", "exp",
                        "gamma1.5", "--participant-label", "01", "02", "03", "--iterations", "2",
-                       "--no-target-background"])
+                       "--no-target-background", "--protocol", "authors", "--ablate", "arxiv-v1"])
     return code, output
 
 
@@ -128,9 +148,12 @@ def test_bench_writes_the_papers_tables(bench_run):
     code, output = bench_run
     assert code == 0
     scores = pd.read_csv(output / "bench_scores.csv")
-    methods = ["none", "histogram matching", "BlindHarmony", "BlindHarmony alpha=0",
-               "BlindHarmony beta1=0", "BlindHarmony beta2=0"]
+    ours = "bids_harmony (iterations=2, target_background=False)"
+    methods = ["none", "histogram matching", ours, "camera-ready", "arxiv-v1 alpha=0", "arxiv-v1 beta1=0",
+               "arxiv-v1 beta2=0"]
     assert list(dict.fromkeys(scores["method"])) == methods
+    first = (128 - CENTRAL_SLICES) // 2  # --protocol authors: the central slices only
+    assert scores["position"].between(first, first + CENTRAL_SLICES - 1).all()
     assert set(scores["subject"].astype(str).str.zfill(2)) == {"01", "02", "03"}
     domains = set(scores["domain"])
     assert {"exp", "gamma1.5"} <= domains
@@ -143,10 +166,13 @@ def test_bench_writes_the_papers_tables(bench_run):
     summary = pd.read_csv(output / "bench_summary.csv")
     assert {"psnr_mean", "psnr_std", "ssim_brain_mean", "seconds_per_slice", "slices"} <= set(summary.columns)
     table = (output / "bench_summary.md").read_text()
-    assert "| exp (simulated) | 2 |" in table and "BlindHarmony beta1=0" in table
+    assert "| exp (simulated) | 2 |" in table and "arxiv-v1 beta1=0" in table
+    assert f"- {ours}: anchor_level, smooth_across_slices" in table  # our additions, named
     settings = json.loads((output / "bench_settings.json").read_text())
     assert settings["parameters"]["iterations"] == 2 and settings["model_sha256"]
-    assert settings["parameters"]["target_background"] is False
+    assert settings["parameters"]["target_background"] is False and settings["protocol"] == "authors"
+    assert settings["methods"]["camera-ready"]["method"] == {"name": "camera-ready", "changed": {}}
+    assert settings["methods"][ours]["additions_to_the_paper"] == ["anchor_level", "smooth_across_slices"]
     assert (output / "bench_panel.png").stat().st_size > 10_000
 
 

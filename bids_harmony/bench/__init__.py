@@ -7,11 +7,14 @@ methods compared, both shared by ``bids_harmony-bench`` and any other caller.
 from .baselines import histogram_match
 from .cases import (
     BRAIN_LABELS,
+    CENTRAL_SLICES,
     DEFAULT_MAX_SLICES,
     MIN_BRAIN_SHARE,
+    PROTOCOLS,
     SubjectSlices,
     brain_slices,
     build_cases,
+    candidate_slices,
     domain_label,
     groundtruth_file,
     read_participants,
@@ -19,15 +22,19 @@ from .cases import (
     trained_subjects,
 )
 from .domains import SIMULATED_DOMAINS, simulate_domain
-from .methods import ABLATIONS, benchmark_methods
+from .methods import ABLATIONS, DEFAULT_ABLATED, DEFAULT_COMPARED, benchmark_methods, method_functions, method_label
 from .metrics import psnr, ssim
 from .protocol import BenchCase, MethodResult, run_benchmark, summarise
 
 __all__ = [
     "ABLATIONS",
     "BRAIN_LABELS",
+    "CENTRAL_SLICES",
+    "DEFAULT_ABLATED",
+    "DEFAULT_COMPARED",
     "DEFAULT_MAX_SLICES",
     "MIN_BRAIN_SHARE",
+    "PROTOCOLS",
     "SIMULATED_DOMAINS",
     "BenchCase",
     "MethodResult",
@@ -35,9 +42,12 @@ __all__ = [
     "benchmark_methods",
     "brain_slices",
     "build_cases",
+    "candidate_slices",
     "domain_label",
     "groundtruth_file",
     "histogram_match",
+    "method_functions",
+    "method_label",
     "psnr",
     "read_participants",
     "run_benchmark",

@@ -2,8 +2,9 @@
 
 Target-scanner subjects the model was not trained on give the simulated domains (exp, log,
 gamma); source-scanner subjects give the paired scanner domains, scored against the same head
-imaged by the target scanner (``derivatives/groundtruth``, ``desc-pairedtarget``). Only slices
-through the brain are scored, spread evenly over the subjects of each domain.
+imaged by the target scanner (``derivatives/groundtruth``, ``desc-pairedtarget``). Which slices
+of each volume are candidates is the protocol's choice (:data:`PROTOCOLS`); a domain's slice
+budget is spread evenly over its subjects' candidates.
 """
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ from .protocol import BenchCase, spread_indices
 BRAIN_LABELS = (1, 2, 3)  # CSF, GM, WM in the simulator's dseg.tsv
 MIN_BRAIN_SHARE = 0.1  # slices whose brain is at least this share of the subject's largest
 DEFAULT_MAX_SLICES = 64  # slices per domain: the run time grows linearly with it
+CENTRAL_SLICES = 50  # the authors' slices per volume: the central axial ones
+#: ``ours``: every slice through the brain (at least ``MIN_BRAIN_SHARE`` of the volume's largest
+#: brain section); ``authors``: the ``CENTRAL_SLICES`` central positions of the grid, as the authors'
+#: evaluation scripts take them
+PROTOCOLS = ("ours", "authors")
+
+
+def candidate_slices(valid: np.ndarray, positions: np.ndarray, brain_area: np.ndarray, n_positions: int,
+                     protocol: str = "ours") -> np.ndarray:
+    """Indices of a volume's slices the protocol scores (valid slices only)."""
+    if protocol == "authors":
+        first = (n_positions - CENTRAL_SLICES) // 2
+        return np.flatnonzero(valid & (positions >= first) & (positions < first + CENTRAL_SLICES))
+    return np.flatnonzero(valid & (brain_area >= MIN_BRAIN_SHARE * brain_area.max()))
 
 
 def trained_subjects(model: HarmonyModel, bids_dir: Path) -> set[str]:
@@ -81,18 +96,19 @@ def read_participants(bids_dir: Path) -> dict[str, dict]:
 
 
 class SubjectSlices:
-    """One image's brain slices on the model's grid (and, for a source image, its paired truth).
-
-    A slice is kept where the preprocessing found it valid and its brain is at least
-    ``MIN_BRAIN_SHARE`` of the subject's largest, so edge slices of skull do not dominate the scores.
+    """One image's candidate slices on the model's grid (and, for a source image, its paired
+    truth): :func:`candidate_slices` of the ``protocol``. By ours, a slice is kept where the
+    preprocessing found it valid and its brain is at least ``MIN_BRAIN_SHARE`` of the subject's
+    largest, so edge slices of skull do not dominate the scores.
     """
 
-    def __init__(self, image: SelectedImage, model: HarmonyModel, groundtruth: Path, paired: bool):
+    def __init__(self, image: SelectedImage, model: HarmonyModel, groundtruth: Path, paired: bool,
+                 protocol: str = "ours"):
         self.image = image
         slices, geometry = to_slices(image.path, model.preprocessing)
         brain = brain_slices(image, geometry, groundtruth)
-        area = brain.reshape(len(brain), -1).sum(1)
-        keep = np.flatnonzero(geometry.valid & (area >= MIN_BRAIN_SHARE * area.max()))
+        keep = candidate_slices(geometry.valid, geometry.positions, brain.reshape(len(brain), -1).sum(1),
+                                model.preprocessing.n_positions, protocol)
         self.slices, self.brain, self.positions = slices[keep], brain[keep], geometry.positions[keep]
         self.truth = self.slices
         if paired:
@@ -116,16 +132,19 @@ def take_slices(subjects: Sequence[SubjectSlices], budget: int) -> list[tuple[Su
 
 def build_cases(model: HarmonyModel, bids_dir: Path, *, participant_labels: Iterable[str] | None = None,
                 domains: Sequence[str] = tuple(SIMULATED_DOMAINS), paired: bool = True,
-                max_slices: int = DEFAULT_MAX_SLICES, log: Callable[[str], None] = print,
-                progress: bool = True) -> list[BenchCase]:
+                max_slices: int = DEFAULT_MAX_SLICES, protocol: str = "ours",
+                log: Callable[[str], None] = print, progress: bool = True) -> list[BenchCase]:
     """The benchmark cases of a simulated dataset: every simulated domain, then every paired domain.
 
     ``domains`` are the simulated domains to map the target-scanner subjects' slices to (none:
     no simulated cases); ``paired`` adds the source-scanner subjects; each domain gets at most
-    ``max_slices`` slices. ``log`` is told which subjects play which part.
+    ``max_slices`` slices of the ``protocol``'s candidates. ``log`` is told which subjects play
+    which part.
     """
     if max_slices < 1:
         raise InputError(f"the slice budget per domain must be at least 1 (got {max_slices})")
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown slice protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     bids_dir = Path(bids_dir)
     layout = open_layout(bids_dir)
     groundtruth = bids_dir / "derivatives" / "groundtruth"
@@ -155,7 +174,7 @@ def build_cases(model: HarmonyModel, bids_dir: Path, *, participant_labels: Iter
     if domains and target_images:
         subjects = []
         for image in target_images:
-            subjects.append(SubjectSlices(image, model, groundtruth, paired=False))
+            subjects.append(SubjectSlices(image, model, groundtruth, paired=False, protocol=protocol))
             bar.update()
         picked = take_slices(subjects, max_slices)
         for domain in domains:
@@ -166,7 +185,7 @@ def build_cases(model: HarmonyModel, bids_dir: Path, *, participant_labels: Iter
     by_domain: dict[str, list[SubjectSlices]] = {}
     for image in source_images:
         by_domain.setdefault(domain_label(image, participants), []).append(
-            SubjectSlices(image, model, groundtruth, paired=True))
+            SubjectSlices(image, model, groundtruth, paired=True, protocol=protocol))
         bar.update()
     bar.close()
     for domain, subjects in sorted(by_domain.items()):

@@ -21,16 +21,24 @@ from tqdm import tqdm
 from ..__about__ import __version__
 from ..atomic import atomic_write
 from ..bench import (
+    ABLATIONS,
+    CENTRAL_SLICES,
+    DEFAULT_ABLATED,
+    DEFAULT_COMPARED,
     DEFAULT_MAX_SLICES,
+    PROTOCOLS,
     SIMULATED_DOMAINS,
     benchmark_methods,
     build_cases,
+    method_functions,
     run_benchmark,
     summarise,
 )
 from ..bench.protocol import markdown_tables, save_panel
+from ..devices import DEVICE_CHOICES
 from ..errors import BidsError, InputError
 from ..model import load_model
+from ..settings import METHODS
 from .common import add_harmonization_arguments, add_version, harmonization_params, resolve_device, run_cli
 
 OUTPUTS = ("bench_scores.csv", "bench_summary.csv", "bench_panel.png", "bench_settings.json",
@@ -43,10 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="BlindHarmony's evaluation protocol (seed section 3) on a bids_harmony-simulate "
         "dataset: simulated domains (exp, log, gamma) of held-out target-scanner subjects and paired "
         "scanner domains against their target-scanner ground truth; methods: no harmonization, "
-        "histogram matching at the same slice position, BlindHarmony and its ablations; PSNR and "
-        "SSIM over the whole slice and the brain. With the defaults (--max-slices 64) on 2 CPU cores "
-        "and the bundled model a run on 15 subjects takes 5 to 15 minutes (4.6 min measured on one "
-        "2-core machine, 13 on an older one; the default is sized to stay under 30).",
+        "histogram matching at the same slice position, BlindHarmony by --method and its settings, "
+        "the --compare methods as the authors set them, and the seed's ablation of --ablate; PSNR "
+        "and SSIM over the whole slice and the brain. The camera-ready loop (10 flow round trips a "
+        "slice, 4 columns with its ablation) takes most of the time: see docs/benchmark.md for "
+        "measured run times.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("bids_dir", help="a dataset written by bids_harmony-simulate (another seed "
@@ -59,15 +68,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--domains", nargs="+", choices=list(SIMULATED_DOMAINS), default=list(SIMULATED_DOMAINS),
                         help="simulated domains to run")
     parser.add_argument("--no-paired", action="store_true", help="skip the paired scanner domains")
-    parser.add_argument("--no-ablations", action="store_true",
-                        help="skip the ablations alpha=0, beta1=0, beta2=0")
+    parser.add_argument("--compare", nargs="*", choices=list(METHODS), default=list(DEFAULT_COMPARED),
+                        metavar="METHOD", help=f"named methods (their own settings) beside --method's; "
+                        f"none with no value ({', '.join(METHODS)})")
+    parser.add_argument("--ablate", choices=list(METHODS), default=DEFAULT_ABLATED,
+                        help=f"the method whose preset the seed's ablation ({', '.join(ABLATIONS)}) changes")
+    parser.add_argument("--no-ablations", action="store_true", help="skip the ablation")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0],
+                        help=f"which slices of each volume are scored: ours (every slice through the brain) "
+                        f"or authors (the {CENTRAL_SLICES} central axial slices, as the authors' scripts); "
+                        "--max-slices applies to either")
     parser.add_argument("--participant-label", nargs="+", metavar="LABEL",
                         help="subjects to use (with or without sub-); default: all the model did not train on")
-    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier results in output_dir")
     add_harmonization_arguments(parser)
     add_version(parser)
     return parser
+
+
+def additions_note(columns: dict) -> str:
+    """Which columns have our additions to the paper's method on (the volume steps do not apply
+    to slices: the benchmark scores the optimisation's slices)."""
+    lines = [f"- {name}: {', '.join(params.additions())}" for name, params in columns.items()
+             if params is not None and params.additions()]
+    return ("\nOur additions to the paper's method, on in these columns (of them, only target_background acts "
+            "on the scored slices; anchor_level and smooth_across_slices are volume steps):\n\n"
+            + "\n".join(lines) + "\n") if lines else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model, device=resolve_device(args.device))
     started = time.perf_counter()
     cases = build_cases(model, bids_dir, participant_labels=args.participant_label, domains=args.domains,
-                        paired=not args.no_paired, max_slices=args.max_slices)
+                        paired=not args.no_paired, max_slices=args.max_slices, protocol=args.protocol)
     if not cases:
         raise BidsError(f"{bids_dir}: nothing to benchmark (no target-scanner or paired source images)")
-    methods = benchmark_methods(model, params, ablations=not args.no_ablations)
+    columns = benchmark_methods(model, params, compared=args.compare,
+                                ablated=None if args.no_ablations else args.ablate)
+    methods = method_functions(model, columns)
     total = sum(len(case.source) for case in cases)
     with tqdm(total=total, desc="benchmark", unit="slice") as bar:
         result = run_benchmark(cases, methods, progress=bar.update)
@@ -97,19 +126,25 @@ def main(argv: list[str] | None = None) -> int:
         (output_dir / name).unlink()
     result.scores.to_csv(output_dir / "bench_scores.csv", index=False, float_format="%.5f")
     summary.to_csv(output_dir / "bench_summary.csv", index=False, float_format="%.5f")
-    save_panel(result.examples, [name for name in methods if name in ("histogram matching", "BlindHarmony")],
-               output_dir / "bench_panel.png")
+    chosen = next(iter(name for name, method_params in columns.items() if method_params is not None))
+    compared = [name for name, method_params in columns.items() if method_params is not None
+                and name != chosen and not name.endswith(tuple(ABLATIONS))]
+    # the chosen method last: the panel's last column is its difference to the truth
+    save_panel(result.examples, ["histogram matching", *compared, chosen], output_dir / "bench_panel.png")
     settings = {
         "command": "bids_harmony-bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "bids_dir": str(bids_dir.resolve()),
         "model": str(model.path), "model_sha256": model.sha256,
-        "parameters": asdict(params), "max_slices": args.max_slices,
+        "parameters": asdict(params), "max_slices": args.max_slices, "protocol": args.protocol,
+        "methods": {name: {"method": dict(zip(("name", "changed"), method_params.method())),
+                           "additions_to_the_paper": method_params.additions(), "parameters": asdict(method_params)}
+                    for name, method_params in columns.items() if method_params is not None},
         "subjects": sorted({case.subject for case in cases}),
         "device": str(model.device), "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - started, 1), "version": __version__,
     }
     (output_dir / "bench_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    table = markdown_tables(summary)
+    table = markdown_tables(summary) + additions_note(columns)
     with atomic_write(output_dir / "bench_summary.md", "w") as stream:  # last: its presence means complete
         stream.write(f"# bids_harmony-bench\n\n`{settings['command']}` ({settings['seconds']:.0f} s, "
                      f"{settings['device']}, {settings['threads']} threads)\n\n{table}")
