@@ -35,6 +35,7 @@ from .model import bits_per_dim, from_flow_output, to_flow_input
 from .slice_cache import SliceStore
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # the weights of the lowest validation bits/dim so far (``keep_best``)
 LOG = "training_log.csv"
 
 
@@ -49,6 +50,12 @@ class TrainingSettings:
     seed: int = 0
     num_bits: int = 12
     clip_grad_norm: float | None = None
+    keep_best: bool = False  # end with the weights of the best validation, as the authors do
+
+
+def best_validation(history: list[dict]) -> dict:
+    """The validation row with the lowest bits/dim (the first of equals)."""
+    return min(history, key=lambda row: row["val_bpd"])
 
 
 class _NegativeLogLikelihood(nn.Module):
@@ -165,7 +172,8 @@ def train_flow(
     """Train ``flow`` in place; returns the history (one row per validation).
 
     ``stop_after`` ends this run at that step, checkpointed, for jobs under a wall-time limit
-    (continue with ``resume``).
+    (continue with ``resume``). With ``settings.keep_best`` the flow ends with the weights of its
+    best validation (:func:`best_validation`), kept in the work dir as they come.
     """
     rank, world = _distributed()
     if settings.batch_size % world:
@@ -243,6 +251,8 @@ def train_flow(
                                 "val_bpd": round(val_bpd, 5), "learning_rate": scheduler.get_last_lr()[0],
                                 "seconds": round(time.perf_counter() - started, 1)})
                 _write_log(log_path, history)
+                if settings.keep_best and best_validation(history) is history[-1]:
+                    _save_checkpoint(work_dir / BEST, {"step": step, "val_bpd": val_bpd, "flow": flow.state_dict()})
                 bar.write(f"step {step}: train {history[-1]['train_bpd']:.4f} bits/dim, "
                           f"validation {val_bpd:.4f} bits/dim", file=sys.stderr)
             running = []
@@ -259,6 +269,8 @@ def train_flow(
                 "settings": dataclasses.asdict(settings),
             })
     bar.close()
+    if settings.keep_best and step == settings.steps and rank == 0:
+        flow.load_state_dict(torch.load(work_dir / BEST, map_location=device, weights_only=True)["flow"])
     return history
 
 

@@ -25,7 +25,7 @@ from .model import PRESETS, FlowConfig
 from .model.file import HarmonyModel
 from .preprocessing import PreprocessingConfig
 from .slice_cache import CachedImage, SliceStore
-from .training import TrainingSettings, gaussian_baseline_bits_per_dim, validation_rows
+from .training import TrainingSettings, best_validation, gaussian_baseline_bits_per_dim, validation_rows
 
 # (steps, batch size) by preset: the authors' schedule for ``paper``; for ``small``, what trains
 # in under 45 minutes on 2 CPU cores.
@@ -145,6 +145,7 @@ def assemble_model(flow: Flow, flow_config: FlowConfig, preprocessing: Preproces
     :func:`training.train_flow`; ``started`` is the run's ``time.perf_counter()`` at its start.
     """
     train, validation = stores["train"], stores["validation"]
+    kept = best_validation(history) if settings.keep_best else history[-1]
     # slices per second of the optimisation loop, periodic validations included
     throughput = settings.steps * settings.batch_size / max(history[-1]["seconds"], 1e-9)
     rows = validation_rows(validation, settings.validation_slices)
@@ -157,7 +158,8 @@ def assemble_model(flow: Flow, flow_config: FlowConfig, preprocessing: Preproces
             "preset": preset, "steps": settings.steps, "batch_size": settings.batch_size,
             "learning_rate": settings.learning_rate, "seed": settings.seed,
             "training_slices": len(train), "validation_slices": len(validation),
-            "validation_bpd": history[-1]["val_bpd"], "train_bpd": history[-1]["train_bpd"],
+            "validation_bpd": kept["val_bpd"], "train_bpd": kept["train_bpd"],
+            "weights": f"{'best validation' if settings.keep_best else 'final'}, step {kept['step']}",
             "gaussian_baseline_validation_bpd": round(baseline, 5),
             "data_fingerprint": image_fingerprint(sources), "device": str(device), "processes": processes,
             "seconds": round(time.perf_counter() - started, 1),

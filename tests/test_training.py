@@ -15,7 +15,9 @@ from bids_harmony.model.file import HarmonyModel
 from bids_harmony.preprocessing import PreprocessingConfig
 from bids_harmony.slice_cache import SliceStore, build_cache
 from bids_harmony.training import (
+    BEST,
     TrainingSettings,
+    best_validation,
     evaluate_bits_per_dim,
     gaussian_baseline_bits_per_dim,
     train_flow,
@@ -99,6 +101,22 @@ def test_short_training_lowers_validation_bits_per_dim(stores, tmp_path):
     after = history[-1]["val_bpd"]
     assert np.isfinite(after) and after < before - 0.2, (before, after)
     assert (tmp_path / "training_log.csv").read_text().startswith("step,train_bpd,val_bpd")
+
+
+def test_keep_best_ends_with_the_best_validations_weights(stores, tmp_path):
+    train, validation = stores
+    torch.manual_seed(0)
+    flow = build_flow(TINY, SHAPE)
+    settings = _settings(steps=12, validation_every=3, learning_rate=1.0, keep_best=True)  # far too high
+    history = train_flow(flow, train, validation, settings, tmp_path, torch.device("cpu"), progress=False)
+    best = best_validation(history)
+    assert best["step"] < history[-1]["step"], history  # it overshoots after its first validation
+    rows = validation_rows(validation, settings.validation_slices)
+    assert evaluate_bits_per_dim(flow, validation, rows, torch.device("cpu")) == pytest.approx(best["val_bpd"], abs=1e-4)
+    kept = torch.load(tmp_path / BEST, weights_only=True)
+    assert kept["step"] == best["step"]
+    for name, value in flow.state_dict().items():
+        assert torch.equal(value, kept["flow"][name]), name
 
 
 def test_resume_continues_the_same_trajectory(stores, tmp_path):
@@ -256,12 +274,12 @@ def test_assemble_model_records_statistics_and_training(stores, target_images):
     assert set(record["versions"]) == {"python", *RECORDED_PACKAGES}
 
 
-def test_train_command_end_to_end(multiscanner_dataset, tmp_path):
+def test_train_command_end_to_end(coarse_dataset, tmp_path):
     model = tmp_path / "trio.pt"
     flow_config = tmp_path / "flow.json"
     flow_config.write_text('{"hidden_channels": [8, 8, 16, 16]}')
-    result = subprocess.run(_train_command(multiscanner_dataset, model, tmp_path / "work", "--nprocs", "2",
-                                           "--flow-config", str(flow_config)),
+    result = subprocess.run(_train_command(coarse_dataset, model, tmp_path / "work", "--nprocs", "2",
+                                           "--flow-config", str(flow_config), "--keep-best"),
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_model(model).flow_config.hidden_channels == (8, 8, 16, 16)
@@ -270,6 +288,7 @@ def test_train_command_end_to_end(multiscanner_dataset, tmp_path):
     loaded = load_model(model)
     assert loaded.target["scanners"][0]["StationName"] == "TRIO-A"
     assert loaded.training["steps"] == 3 and np.isfinite(loaded.training["validation_bpd"])
+    assert loaded.training["weights"] == "best validation, step 3"  # --keep-best; one validation
     assert loaded.mean_slices[64].max() > 0.5
     # the QC calibration, measured on the validation subject at the end of training
     assert loaded.calibration["subjects"] == loaded.target["validation_subjects"]
@@ -277,30 +296,30 @@ def test_train_command_end_to_end(multiscanner_dataset, tmp_path):
     assert (tmp_path / "trio_samples.png").stat().st_size > 10_000
     assert (tmp_path / "trio_training.csv").read_text().count("\n") == 2
 
-    mixed = subprocess.run(_train_command(multiscanner_dataset, tmp_path / "mixed.pt", tmp_path / "work",
+    mixed = subprocess.run(_train_command(coarse_dataset, tmp_path / "mixed.pt", tmp_path / "work",
                                           target="ManufacturersModelName=TrioTim"), capture_output=True, text=True)
     assert mixed.returncode != 0 and "mixes 2 scanners" in mixed.stderr
-    exists = subprocess.run(_train_command(multiscanner_dataset, model, tmp_path / "work"),
+    exists = subprocess.run(_train_command(coarse_dataset, model, tmp_path / "work"),
                             capture_output=True, text=True)
     assert exists.returncode != 0 and "model file exists" in exists.stderr
     flow_config.write_text('{"levels": 0}')
-    refused = subprocess.run(_train_command(multiscanner_dataset, tmp_path / "bad.pt", tmp_path / "work",
+    refused = subprocess.run(_train_command(coarse_dataset, tmp_path / "bad.pt", tmp_path / "work",
                                             "--flow-config", str(flow_config)), capture_output=True, text=True)
     assert refused.returncode != 0 and f"{flow_config}: FlowConfig.levels" in refused.stderr
     assert not (tmp_path / "bad.pt").exists()
 
 
-def test_distributed_gloo_run_matches_a_single_process(multiscanner_dataset, tmp_path):
+def test_distributed_gloo_run_matches_a_single_process(coarse_dataset, tmp_path):
     """Two CPU processes (torchrun, gloo) train the very model one process trains (no QC
     calibration: the end-to-end test has it)."""
     single = tmp_path / "single.pt"
-    result = subprocess.run(_train_command(multiscanner_dataset, single, tmp_path / "work", "--skip-calibration"),
+    result = subprocess.run(_train_command(coarse_dataset, single, tmp_path / "work", "--skip-calibration"),
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     distributed = tmp_path / "ddp.pt"
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "bids_harmony.cli.train"] + _train_command(multiscanner_dataset, distributed,
+               "-m", "bids_harmony.cli.train"] + _train_command(coarse_dataset, distributed,
                                                                   tmp_path / "work", "--skip-calibration")[3:]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="share of subjects held out for validation bits/dim (at least one)")
     training.add_argument("--validation-every", type=int, default=500, help="steps between validations")
     training.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    training.add_argument("--keep-best", action="store_true",
+                          help="end with the weights of the best validation (as the authors do), not the "
+                          "last step's (docs/training.md compares the two)")
     training.add_argument("--seed", type=int, default=0, help="random seed")
     training.add_argument("--resume", action="store_true", help="continue from the work dir's checkpoint")
     training.add_argument("--stop-after", type=int, default=None, metavar="STEP",
@@ -255,6 +258,7 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device, c
         args.preset, steps=args.steps, batch_size=args.batch_size,
         learning_rate=args.learning_rate, validation_every=args.validation_every,
         checkpoint_every=args.checkpoint_every, seed=args.seed, num_bits=flow_config.num_bits,
+        keep_best=args.keep_best,
     )
     torch.manual_seed(args.seed)
     shape = (1,) + preprocessing.slice_shape
@@ -289,7 +293,8 @@ def _train(args, model_out: Path, rank: int, world: int, device: torch.device, c
     stem = model_out.with_suffix("")
     save_samples_figure(model.flow, f"{stem}_samples.png")
     shutil.copyfile(run_dir / LOG, f"{stem}_training.csv")
-    print(json.dumps({"model": str(model_out), "sha256": sha256, "validation_bpd": history[-1]["val_bpd"],
+    print(json.dumps({"model": str(model_out), "sha256": sha256, "validation_bpd": model.training["validation_bpd"],
+                      "weights": model.training["weights"],
                       "gaussian_baseline_bpd": model.training["gaussian_baseline_validation_bpd"],
                       "steps": settings.steps,
                       "calibration_threshold_bpd": (model.calibration or {}).get("bits_per_dim", {}).get("threshold"),
