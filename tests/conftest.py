@@ -38,6 +38,35 @@ def multiscanner_dataset(tmp_path_factory) -> Path:
                      "--seed", "7")
 
 
+def coarse_copy(source: Path, root: Path, subjects: list[str] | None = None) -> Path:
+    """A copy of a dataset's top-level files and of its (or ``subjects``') T1w images resampled to
+    2 mm voxels, with their sidecars: for tests of mechanics (runs, resumes, plugins, errors,
+    commands), where a 1 mm head only costs time. Registration, segmentation and resampling scale
+    with the voxels; the optimisation, on the model's fixed grid, does not."""
+    import shutil
+
+    import nibabel as nib
+    from nibabel.processing import resample_to_output
+
+    root.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file():
+            shutil.copyfile(path, root / path.name)
+    for label in subjects or sorted(path.name.removeprefix("sub-") for path in source.glob("sub-*")):
+        for t1w in sorted(source.glob(f"sub-{label}/anat/*_T1w.nii.gz")):
+            destination = root / t1w.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            resample_to_output(nib.load(t1w), voxel_sizes=2.0).to_filename(destination)
+            shutil.copyfile(str(t1w).replace(".nii.gz", ".json"), str(destination).replace(".nii.gz", ".json"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def coarse_dataset(multiscanner_dataset, tmp_path_factory) -> Path:
+    """``multiscanner_dataset`` at 2 mm (:func:`coarse_copy`)."""
+    return coarse_copy(multiscanner_dataset, tmp_path_factory.mktemp("coarse") / "multiscanner")
+
+
 @pytest.fixture(scope="session")
 def target_cohort(tmp_path_factory) -> Path:
     """Eleven subjects of the target scanner (seed 11)."""
@@ -128,12 +157,15 @@ def _cerebellum_cut(image):
 def app_dataset(multiscanner_dataset, tmp_path_factory) -> Path:
     """A BIDS dataset as users have them, made from simulated heads: sessions, runs, ``acq-``, a
     defaced T1w, a skull-stripped T1w, fields of view cut at the vertex and at the cerebellum,
-    and a T2w-contrast image named T1w (the ICBM 2009c T2w template)."""
+    and a T2w-contrast image named T1w (the ICBM 2009c T2w template, at 2 mm: its QC segmentation
+    costs less, and its resolution is not what is tested)."""
     import json
     import shutil
 
     import nibabel as nib
     import numpy as np
+
+    from nibabel.processing import resample_to_output
 
     from bids_harmony.templates import template_file
 
@@ -162,7 +194,7 @@ def app_dataset(multiscanner_dataset, tmp_path_factory) -> Path:
     _write_variant(t1w("09"), root / "sub-03/anat/sub-03_T1w.nii.gz", skull_stripped)
     _write_variant(t1w("04"), root / "sub-04/anat/sub-04_T1w.nii.gz", _vertex_cut)
     _write_variant(t1w("06"), root / "sub-05/anat/sub-05_T1w.nii.gz", _cerebellum_cut)
-    t2w = nib.load(str(template_file("T2w")))
+    t2w = resample_to_output(nib.load(str(template_file("T2w"))), voxel_sizes=2.0)
     destination = root / "sub-06" / "anat" / "sub-06_T1w.nii.gz"
     destination.parent.mkdir(parents=True)
     nib.Nifti1Image(np.asarray(t2w.dataobj, dtype=np.float32), t2w.affine).to_filename(str(destination))

@@ -329,12 +329,13 @@ BAD_SUBJECTS = {
 
 
 @pytest.fixture
-def broken_dataset(tmp_path, multiscanner_dataset) -> Path:
-    """sub-good (a simulated T1w), four subjects whose T1w is broken, and one with a T2w only."""
+def broken_dataset(tmp_path, coarse_dataset) -> Path:
+    """sub-good (a simulated T1w, at 2 mm: its QC segmentation is what takes time here), four
+    subjects whose T1w is broken, and one with a T2w only."""
     root = tmp_path / "broken"
     (root / "sub-good" / "anat").mkdir(parents=True)
-    shutil.copy(multiscanner_dataset / "dataset_description.json", root / "dataset_description.json")
-    source = multiscanner_dataset / "sub-01" / "anat"
+    shutil.copy(coarse_dataset / "dataset_description.json", root / "dataset_description.json")
+    source = coarse_dataset / "sub-01" / "anat"
     shutil.copy(source / "sub-01_T1w.nii.gz", root / "sub-good" / "anat" / "sub-good_T1w.nii.gz")
     if (source / "sub-01_T1w.json").is_file():
         shutil.copy(source / "sub-01_T1w.json", root / "sub-good" / "anat" / "sub-good_T1w.json")

@@ -35,9 +35,9 @@ def _outputs(output_dir, subject):
         output_dir / subject / "anat").is_dir() else []
 
 
-def test_kill_resume_rerun_and_one_more_subject(multiscanner_dataset, tmp_path):
+def test_kill_resume_rerun_and_one_more_subject(coarse_dataset, tmp_path):
     output_dir, work_dir = tmp_path / "out", tmp_path / "work"
-    command = _command(multiscanner_dataset, output_dir, work_dir, "01", "02")
+    command = _command(coarse_dataset, output_dir, work_dir, "01", "02")
     finished = work_dir / "bids_harmony_wf" / "sub_01_wf" / "harmonize_T1w_wf" / "harmonize" / "result_harmonize.pklz"
     with open(tmp_path / "killed.log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True,
@@ -62,14 +62,14 @@ def test_kill_resume_rerun_and_one_more_subject(multiscanner_dataset, tmp_path):
 
     user_folder = tmp_path / "where_the_user_is"
     user_folder.mkdir()
-    more = _run(_command(multiscanner_dataset, output_dir, work_dir, "01", "02", "03", extra=["--resource-monitor"]),
+    more = _run(_command(coarse_dataset, output_dir, work_dir, "01", "02", "03", extra=["--resource-monitor"]),
                 cwd=user_folder)
     assert list(user_folder.iterdir()) == []  # the monitor's files stay in the work dir
     assert _started(more, "sub-01") == [] and _started(more, "sub-02") == []
     assert _started(more, "sub-03") == list(PROCESSING_NODES)
     for subject in ("01", "02", "03"):
-        source = multiscanner_dataset / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz"
-        assert harmonized_t1w_path(source, multiscanner_dataset, output_dir).is_file()
+        source = coarse_dataset / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz"
+        assert harmonized_t1w_path(source, coarse_dataset, output_dir).is_file()
     (resources,) = (output_dir / "logs").glob("resources-*.jsonl")
     records = [json.loads(line) for line in resources.read_text().splitlines() if line.strip()]
     measured = {record["name"]: record for record in records

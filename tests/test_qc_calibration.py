@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import coarse_copy
+
 from bids_harmony.bids.selection import open_layout, select_t1w
 from bids_harmony.harmonize import prepare_t1w
 from bids_harmony.model import FlowConfig, build_flow, bundled_model_path, load_model, save_model
@@ -131,16 +133,18 @@ def _calibrate_command(dataset, model, *extra):
             "StationName=TRIO-A", "--calibrate-only", "--skip-bids-validation", "--device", "cpu", *extra]
 
 
-def test_calibrate_only_measures_the_recorded_validation_subject_in_place(target_cohort, cohort_images, tmp_path):
+def test_calibrate_only_measures_the_recorded_validation_subject_in_place(target_cohort, cohort_images, tmp_path,
+                                                                         tmp_path_factory):
     model = load_model()
     subject = cohort_images[-1].subject
+    dataset = coarse_copy(target_cohort, tmp_path_factory.mktemp("coarse") / "cohort", [subject])
     model.target = {**model.target, "validation_subjects": [subject]}
     model.calibration = None
     path = tmp_path / "copy.pt"
     save_model(model, path)
     weights = _weights_digest(load_model(path))
 
-    result = subprocess.run(_calibrate_command(target_cohort, path), capture_output=True, text=True, timeout=900)
+    result = subprocess.run(_calibrate_command(dataset, path), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"validation subject(s) sub-{subject}" in result.stdout
     updated = load_model(path)
