@@ -152,8 +152,8 @@ OUR_ADDITIONS = ("target_background", "anchor_level", "smooth_across_slices")
 #: the settings of the last step, back to the native grid (the others are the optimisation's)
 REASSEMBLE_SETTINGS = ("smooth_across_slices",)
 DEFAULT_METHOD = "bids_harmony"
-#: What each named method changes from the defaults; docs/methods.md gives, for every step, the
-#: file, lines and commit of the authors' code it follows.
+#: Each named method's settings, on top of the defaults (the ``bids_harmony`` method); docs/methods.md
+#: gives, for every step, the file, lines and commit of the authors' code it follows.
 METHODS: dict[str, dict[str, Any]] = {
     "bids_harmony": {},
     # the May-2023 real-data script: the position's mean slice as the start, 5 iterations, batches of
