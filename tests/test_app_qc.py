@@ -136,7 +136,9 @@ def test_reports_only_rebuilds_the_reports_from_the_output_folder(participant_ru
     page = _page(copy / "sub-05.html")
     assert set(SECTIONS) <= set(page.ids)
     assert all((copy / link).is_file() for link in page.links)
-    assert "WM Dice, source vs harmonized" in (copy / "sub-05.html").read_text()
+    text = (copy / "sub-05.html").read_text()
+    assert "WM Dice, source vs harmonized" in text
+    assert "bids_harmony with iterations=2; our additions on: target_background, anchor_level" in text
     assert {path: path.stat().st_mtime_ns for path in harmonized} == before  # nothing is recomputed
     untouched = (copy / "sub-01.html").stat().st_mtime_ns  # only the selected subject's report
     assert untouched == (participant_run.output_dir / "sub-01.html").stat().st_mtime_ns

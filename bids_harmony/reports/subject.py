@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
+from ..errors import SettingsError
+from ..settings import HarmonizationParams
 
 #: What each flag of ``desc-qc_metrics.json`` means, for the metrics table.
 FLAG_MEANINGS = {
@@ -101,6 +103,19 @@ def _scanner(scanner: dict[str, Any]) -> str:
     return html.escape(" ".join(parts)) or "unknown (no scanner fields in the sidecar)"
 
 
+def _method(parameters: dict[str, Any]) -> str:
+    """The named method the run's settings come from, what they change, and our additions on."""
+    try:
+        params = HarmonizationParams.from_dict(parameters)
+    except SettingsError:
+        return "n/a (settings of another bids_harmony version)"
+    name, changed = params.method()
+    additions = params.additions()
+    return html.escape(name + (f" with {', '.join(f'{key}={value}' for key, value in changed.items())}"
+                               if changed else "")
+                       + (f"; our additions on: {', '.join(additions)}" if additions else "; none of our additions"))
+
+
 def summary_fragment(subject: str, config: dict[str, Any] | None, harmonized: list[Path]) -> str:
     """Inputs, scanner, model and its target, device, run time and warnings, as HTML."""
     rows = [["Subject", f"sub-{html.escape(subject)}"]]
@@ -110,6 +125,7 @@ def summary_fragment(subject: str, config: dict[str, Any] | None, harmonized: li
         rows.append(["Model", f"{html.escape(str(config['model']['file']))} (sha256 "
                               f"{html.escape(str(config['model']['sha256'])[:12])}...)"])
         rows.append(["Model target", html.escape(str(config.get("model_target", "n/a")))])
+        rows.append(["Harmonization method", _method(config.get("harmonization") or {})])
         rows.append(["Device", html.escape(str(config.get("device", "n/a")))])
         seconds = config.get("seconds")
         rows.append(["Run", f"{html.escape(str(config.get('started', 'n/a')))}"
