@@ -24,6 +24,8 @@ from bids_harmony.bench import (
     trained_subjects,
 )
 from bids_harmony.bench.metrics import MAX_PSNR_DB
+from bids_harmony.bench.tissue import TISSUE_SCORES
+from bids_harmony.bench.volumes import VOLUME_SCORES
 from bids_harmony.bids.selection import SelectedImage
 from bids_harmony.harmonize import HarmonizationParams
 from bids_harmony.cli.bench import main as bench_main
@@ -174,6 +176,38 @@ def test_bench_writes_the_papers_tables(bench_run):
     assert settings["methods"]["camera-ready"]["method"] == {"name": "camera-ready", "changed": {}}
     assert settings["methods"][ours]["additions_to_the_paper"] == ["anchor_level", "smooth_across_slices"]
     assert (output / "bench_panel.png").stat().st_size > 10_000
+    assert not (output / "bench_volumes.csv").exists()  # without --volumes
+
+
+def test_bench_scores_tissue_contrast_on_the_slices(bench_run):
+    code, output = bench_run
+    tissue = pd.read_csv(output / "bench_tissue.csv")
+    assert len(tissue) == len(tissue[["domain", "subject", "method"]].drop_duplicates())  # one row per case
+    assert tissue[list(TISSUE_SCORES)].notna().all().all()
+    none = tissue[tissue["method"] == "none"]
+    simulated = none[none["kind"] == "simulated"].set_index("domain")
+    # both maps are convex: they stretch the bright end (WM gains on GM) and darken CSF against WM
+    for domain in ("exp", "gamma1.5"):
+        assert (simulated.loc[[domain], "wm_gm_gap"] > 0.05).all() and (simulated.loc[[domain], "csf_wm_gap"] < 0).all()
+    assert (simulated.loc[["gamma1.5"], "wm_gm_gap"].values > simulated.loc[["exp"], "wm_gm_gap"].values).all()
+    assert (none["brain_rmse"] > 0).all()
+    table = (output / "bench_summary.md").read_text()
+    assert "Tissue contrast on the scored slices" in table and "Tissue contrast of whole volumes" not in table
+
+
+def test_bench_volumes_scores_whole_volumes(multiscanner_dataset, tmp_path):
+    output = tmp_path / "out"
+    assert bench_main([str(multiscanner_dataset), str(output), "--max-slices", "2", "--domains", "exp",
+                       "--participant-label", "01", "04", "--iterations", "1", "--compare", "--no-ablations",
+                       "--volumes"]) == 0
+    volumes = pd.read_csv(output / "bench_volumes.csv")
+    assert list(volumes["method"]) == ["none", "histogram matching", "bids_harmony (iterations=1)"]
+    assert set(volumes["subject"].astype(str).str.zfill(2)) == {"04"} and set(volumes["kind"]) == {"paired"}
+    assert volumes[[*VOLUME_SCORES, "seconds"]].notna().all().all()
+    assert volumes["domain"].str.startswith("Domain").all()
+    table = (output / "bench_summary.md").read_text()
+    assert "Tissue contrast of whole volumes on the native grid" in table
+    assert json.loads((output / "bench_settings.json").read_text())["volumes"] is True
 
 
 def test_bench_refuses_to_overwrite_and_bad_input(bench_run, multiscanner_dataset, tmp_path):

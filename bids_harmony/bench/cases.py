@@ -58,17 +58,23 @@ def groundtruth_file(image: SelectedImage, groundtruth: Path, suffix: str) -> Pa
     return groundtruth / relative.parent / relative.name.replace("_T1w.nii", f"_{suffix}.nii")
 
 
-def brain_slices(image: SelectedImage, geometry: SliceGeometry, groundtruth: Path) -> np.ndarray:
-    """The brain mask on the model's slices, from the simulator's tissue labels.
+def tissue_slices(image: SelectedImage, geometry: SliceGeometry, groundtruth: Path) -> np.ndarray:
+    """The simulator's tissue labels on the model's slices (``(n, H, W)``; 0 outside the brain).
 
-    The brain scores (``psnr_brain``, ``ssim_brain``) and the choice of slices use it.
+    The brain scores (``psnr_brain``, ``ssim_brain``), the tissue scores and the choice of slices
+    use them. Each tissue's mask is resampled like the image and kept above one half, so no pixel
+    gets two labels.
     """
     labels_path = groundtruth_file(image, groundtruth, "dseg")
     if not labels_path.is_file():
         raise BidsError(f"{labels_path}: no tissue labels; bids_harmony-bench needs a dataset written by "
                         "bids_harmony-simulate (derivatives/groundtruth)")
     labels = nib.load(labels_path)
-    return mask_to_slices(np.isin(np.asarray(labels.dataobj), BRAIN_LABELS), labels.affine, geometry)
+    values = np.asarray(labels.dataobj)
+    tissues = np.zeros((len(geometry.positions),) + tuple(geometry.config.slice_shape), np.int8)
+    for label in BRAIN_LABELS:
+        tissues[mask_to_slices(values == label, labels.affine, geometry)] = label
+    return tissues
 
 
 def domain_label(image: SelectedImage, participants: dict[str, dict]) -> str:
@@ -106,10 +112,10 @@ class SubjectSlices:
                  protocol: str = "ours"):
         self.image = image
         slices, geometry = to_slices(image.path, model.preprocessing)
-        brain = brain_slices(image, geometry, groundtruth)
-        keep = candidate_slices(geometry.valid, geometry.positions, brain.reshape(len(brain), -1).sum(1),
+        tissues = tissue_slices(image, geometry, groundtruth)
+        keep = candidate_slices(geometry.valid, geometry.positions, (tissues > 0).reshape(len(tissues), -1).sum(1),
                                 model.preprocessing.n_positions, protocol)
-        self.slices, self.brain, self.positions = slices[keep], brain[keep], geometry.positions[keep]
+        self.slices, self.tissues, self.positions = slices[keep], tissues[keep], geometry.positions[keep]
         self.truth = self.slices
         if paired:
             path = groundtruth_file(image, groundtruth, "desc-pairedtarget_T1w")
@@ -130,6 +136,31 @@ def take_slices(subjects: Sequence[SubjectSlices], budget: int) -> list[tuple[Su
             if np.any(owners[chosen] == index)]
 
 
+def split_images(model: HarmonyModel, bids_dir: Path, participant_labels: Iterable[str] | None = None
+                 ) -> tuple[list[SelectedImage], list[tuple[str, SelectedImage]]]:
+    """The T1w images of a simulated dataset the model was not trained on: the target scanner's,
+    and the other scanners' with their domain (:func:`domain_label`), sorted by domain."""
+    bids_dir = Path(bids_dir)
+    layout = open_layout(bids_dir)
+    if not (bids_dir / "derivatives" / "groundtruth").is_dir():
+        raise BidsError(f"{bids_dir / 'derivatives' / 'groundtruth'}: missing; bids_harmony-bench needs a "
+                        "dataset written by bids_harmony-simulate")
+    images = select_t1w(layout, participant_labels=participant_labels)
+    trained = trained_subjects(model, bids_dir)
+    images = [image for image in images if image.subject not in trained]
+    filters = model.target.get("metadata_filters") or {}
+    if not filters:
+        raise InputError("the model records no metadata filter for its target scanner; "
+                         "bids_harmony-bench cannot tell target from source images")
+    targets = {image.path for image in select_t1w(layout, participant_labels=participant_labels,
+                                                  bids_filters=model.target.get("bids_filters") or {},
+                                                  metadata_filters=filters)}
+    participants = read_participants(bids_dir)
+    sources = sorted(((domain_label(image, participants), image) for image in images if image.path not in targets),
+                     key=lambda pair: pair[0])
+    return [image for image in images if image.path in targets], sources
+
+
 def build_cases(model: HarmonyModel, bids_dir: Path, *, participant_labels: Iterable[str] | None = None,
                 domains: Sequence[str] = tuple(SIMULATED_DOMAINS), paired: bool = True,
                 max_slices: int = DEFAULT_MAX_SLICES, protocol: str = "ours",
@@ -146,28 +177,16 @@ def build_cases(model: HarmonyModel, bids_dir: Path, *, participant_labels: Iter
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown slice protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     bids_dir = Path(bids_dir)
-    layout = open_layout(bids_dir)
     groundtruth = bids_dir / "derivatives" / "groundtruth"
-    if not groundtruth.is_dir():
-        raise BidsError(f"{groundtruth}: missing; bids_harmony-bench needs a dataset written by "
-                        "bids_harmony-simulate")
-    images = select_t1w(layout, participant_labels=participant_labels)
-    trained = trained_subjects(model, bids_dir)
-    images = [image for image in images if image.subject not in trained]
-    filters = model.target.get("metadata_filters") or {}
-    if not filters:
-        raise InputError("the model records no metadata filter for its target scanner; "
-                         "bids_harmony-bench cannot tell target from source images")
-    targets = {image.path for image in select_t1w(layout, participant_labels=participant_labels,
-                                                  bids_filters=model.target.get("bids_filters") or {},
-                                                  metadata_filters=filters)}
-    participants = read_participants(bids_dir)
-    target_images = [image for image in images if image.path in targets]
-    source_images = [image for image in images if image.path not in targets] if paired else []
+    target_images, source_images = split_images(model, bids_dir, participant_labels)
+    if not paired:
+        source_images = []
     if domains and not target_images:
-        raise BidsError(f"{bids_dir}: no target-scanner T1w ({filters}) the model was not trained on")
+        raise BidsError(f"{bids_dir}: no target-scanner T1w ({model.target.get('metadata_filters')}) "
+                        "the model was not trained on")
     log(f"Target-scanner subjects (simulated domains): {', '.join('sub-' + i.subject for i in target_images)}")
-    log(f"Source-scanner subjects (paired domains): {', '.join('sub-' + i.subject for i in source_images) or 'none'}")
+    log("Source-scanner subjects (paired domains): "
+        f"{', '.join('sub-' + image.subject for _, image in source_images) or 'none'}")
     bar = tqdm(total=len(target_images) + len(source_images), desc="preprocessing", unit="image",
                disable=not progress)
     cases = []
@@ -181,15 +200,15 @@ def build_cases(model: HarmonyModel, bids_dir: Path, *, participant_labels: Iter
             for subject, rows in picked:
                 cases.append(BenchCase(domain, "simulated", subject.image.subject,
                                        simulate_domain(subject.slices[rows], domain), subject.slices[rows],
-                                       subject.positions[rows], subject.brain[rows]))
+                                       subject.positions[rows], subject.tissues[rows]))
     by_domain: dict[str, list[SubjectSlices]] = {}
-    for image in source_images:
-        by_domain.setdefault(domain_label(image, participants), []).append(
-            SubjectSlices(image, model, groundtruth, paired=True, protocol=protocol))
+    for domain, image in source_images:
+        by_domain.setdefault(domain, []).append(SubjectSlices(image, model, groundtruth, paired=True,
+                                                              protocol=protocol))
         bar.update()
     bar.close()
-    for domain, subjects in sorted(by_domain.items()):
+    for domain, subjects in by_domain.items():
         for subject, rows in take_slices(subjects, max_slices):
             cases.append(BenchCase(domain, "paired", subject.image.subject, subject.slices[rows],
-                                   subject.truth[rows], subject.positions[rows], subject.brain[rows]))
+                                   subject.truth[rows], subject.positions[rows], subject.tissues[rows]))
     return cases

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import psnr, ssim
+from .tissue import TISSUE_SCORES, tissue_scores
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 METRICS = ("psnr", "ssim", "psnr_brain", "ssim_brain")
@@ -25,14 +26,20 @@ class BenchCase:
     source: np.ndarray  # (n, H, W) in [0, 1]
     truth: np.ndarray  # (n, H, W) in [0, 1]
     positions: np.ndarray  # (n,) positions on the model's grid
-    brain: np.ndarray  # (n, H, W) bool
+    tissues: np.ndarray  # (n, H, W) true tissue labels (tissue.TISSUES), 0 outside the brain
+
+    @property
+    def brain(self) -> np.ndarray:
+        return self.tissues > 0
 
 
 @dataclass
 class MethodResult:
-    """Scores of every slice, and one example slice per case and method for the figure."""
+    """Scores of every slice, tissue scores of every case (its slices pooled), and one example
+    slice per case and method for the figure."""
 
     scores: pd.DataFrame
+    tissue: pd.DataFrame = field(default_factory=pd.DataFrame)
     examples: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
 
 
@@ -49,10 +56,19 @@ def score_slices(output: np.ndarray, case: BenchCase) -> list[dict[str, float]]:
             for image, truth, brain in zip(output, case.truth, case.brain)]
 
 
+def case_tissue_scores(output: np.ndarray, case: BenchCase) -> dict[str, float]:
+    """:func:`~.tissue.tissue_scores` of a case's slices pooled; NaN where the slices hold too
+    little of a tissue to score."""
+    try:
+        return tissue_scores(output, case.truth, case.tissues, slices=True)
+    except ValueError:
+        return dict.fromkeys(TISSUE_SCORES, float("nan"))
+
+
 def run_benchmark(cases: Iterable[BenchCase], methods: dict[str, Method],
                   progress: Callable[[int], None] | None = None) -> MethodResult:
     """Apply every method to every case; ``progress`` is called with each case's slice count."""
-    rows = []
+    rows, tissue_rows = [], []
     examples: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for case in cases:
         example = examples.setdefault((case.domain, case.subject), {
@@ -66,9 +82,11 @@ def run_benchmark(cases: Iterable[BenchCase], methods: dict[str, Method],
                 rows.append({"kind": case.kind, "domain": case.domain, "subject": case.subject,
                              "position": int(position), "method": name, **scores,
                              "seconds_per_slice": seconds})
+            tissue_rows.append({"kind": case.kind, "domain": case.domain, "subject": case.subject, "method": name,
+                                "slices": len(case.source), **case_tissue_scores(output, case)})
         if progress is not None:
             progress(len(case.source))
-    return MethodResult(pd.DataFrame(rows), examples)
+    return MethodResult(pd.DataFrame(rows), tissue=pd.DataFrame(tissue_rows), examples=examples)
 
 
 def summarise(scores: pd.DataFrame) -> pd.DataFrame:
@@ -79,6 +97,34 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
     summary["seconds_per_slice"] = grouped["seconds_per_slice"].mean()
     summary["slices"] = grouped.size()
     return summary.reset_index()
+
+
+def summarise_tissue(tissue: pd.DataFrame) -> pd.DataFrame:
+    """Tissue scores per domain and method: the mean over the domain's subjects (each subject's
+    slices pooled), and for the gaps also the mean absolute gap."""
+    grouped = tissue.groupby(["kind", "domain", "method"], sort=False)
+    summary = grouped[list(TISSUE_SCORES)].mean()
+    for gap in ("wm_gm_gap", "csf_wm_gap"):
+        summary[f"{gap}_abs"] = grouped[gap].agg(lambda values: values.abs().mean())
+    summary["subjects"] = grouped.size()
+    return summary.reset_index()
+
+
+def tissue_markdown(summary: pd.DataFrame, title: str) -> str:
+    """WM/GM and CSF/WM gaps to the truth and brain RMSE after WM scaling: one row per domain,
+    one column per method."""
+    methods = list(dict.fromkeys(summary["method"]))
+    lines = [f"{title}: WM/GM gap / CSF/WM gap / brain RMSE (image minus truth, each scaled by its WM median; "
+             "mean over subjects):", "", "| domain | truth WM/GM | " + " | ".join(methods) + " |",
+             "|" + "---|" * (len(methods) + 2)]
+    for (kind, domain), group in summary.groupby(["kind", "domain"], sort=False):
+        first = group.iloc[0]
+        cells = []
+        for method in methods:
+            row = group[group["method"] == method].iloc[0]
+            cells.append(f"{row['wm_gm_gap']:+.3f} / {row['csf_wm_gap']:+.3f} / {row['brain_rmse']:.3f}")
+        lines.append(f"| {domain} ({kind}) | {first['wm_gm'] - first['wm_gm_gap']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_tables(summary: pd.DataFrame) -> str:
