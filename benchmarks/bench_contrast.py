@@ -20,7 +20,7 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")
 
 import torch  # noqa: E402
 
-from bids_harmony.bench.cases import groundtruth_file, split_images  # noqa: E402
+from bids_harmony.bench.cases import split_images  # noqa: E402
 from bids_harmony.bench.volumes import VOLUME_SCORES, score_volumes  # noqa: E402
 from bids_harmony.model import load_model  # noqa: E402
 from bids_harmony.settings import HarmonizationParams  # noqa: E402
@@ -77,10 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         if seen[domain] <= args.per_domain:
             chosen.append((domain, image))
     columns = {"none": None, "histogram matching": None, **dict(parse_variant(text) for text in args.variants)}
-    groundtruth = args.bids_dir / "derivatives" / "groundtruth"
     started = time.perf_counter()
-    scores = score_volumes(model, chosen, lambda image, suffix: groundtruth_file(image, groundtruth, suffix),
-                           columns, progress=lambda: print(f"{time.perf_counter() - started:.0f} s", flush=True))
+    scores = score_volumes(model, chosen, args.bids_dir / "derivatives" / "groundtruth", columns,
+                           progress=lambda: print(f"{time.perf_counter() - started:.0f} s", flush=True))
     scores.to_csv(args.output, index=False, float_format="%.5f")
     table = scores.groupby(["domain", "method"], sort=False)[[*VOLUME_SCORES, "seconds"]].mean()
     print(table.round(4).to_string())

@@ -36,7 +36,8 @@ def core_masks(labels: np.ndarray, slices: bool) -> dict[str, np.ndarray]:
     structure = ndimage.generate_binary_structure(3, 1)
     if slices:
         structure[0] = structure[2] = False
-    return {name: ndimage.binary_erosion(np.asarray(labels) == value, structure)
+    labels = np.asarray(labels)
+    return {name: ndimage.binary_erosion(labels == value, structure)
             for name, value in TISSUES.items()}
 
 
@@ -57,8 +58,8 @@ def tissue_scores(image: np.ndarray, truth: np.ndarray, labels: np.ndarray, *,
 
     ``slices``: the arrays are stacks of 2-D slices, not a volume.
     """
-    image, truth = np.asarray(image, dtype=np.float64), np.asarray(truth, dtype=np.float64)
-    if not image.shape == truth.shape == np.shape(labels):
+    image, truth, labels = np.asarray(image, dtype=np.float64), np.asarray(truth, dtype=np.float64), np.asarray(labels)
+    if not image.shape == truth.shape == labels.shape:
         raise ValueError(f"image {image.shape}, truth {truth.shape} and labels {np.shape(labels)} differ in shape")
     cores = core_masks(labels, slices)
     measured, expected = _medians(image, cores), _medians(truth, cores)
@@ -66,8 +67,8 @@ def tissue_scores(image: np.ndarray, truth: np.ndarray, labels: np.ndarray, *,
     ratios = {name: {"wm_gm": medians["WM"] / medians["GM"], "csf_wm": medians["CSF"] / medians["WM"]}
               for name, medians in (("image", measured), ("truth", expected))}
     brain = np.isin(labels, list(TISSUES.values()))
-    distances = [wasserstein_from_quantiles(np.quantile(image[np.asarray(labels) == value], QUANTILE_LEVELS),
-                                            np.quantile(truth[np.asarray(labels) == value], QUANTILE_LEVELS))
+    distances = [wasserstein_from_quantiles(np.quantile(image[labels == value], QUANTILE_LEVELS),
+                                            np.quantile(truth[labels == value], QUANTILE_LEVELS))
                  for value in TISSUES.values()]
     return {
         "wm_gm": ratios["image"]["wm_gm"], "csf_wm": ratios["image"]["csf_wm"],

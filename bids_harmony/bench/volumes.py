@@ -10,6 +10,7 @@ Banding is measured on the model's slice grid in native intensities, as the app'
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import nibabel as nib
@@ -20,10 +21,11 @@ from nibabel.processing import resample_from_to
 from ..bids.selection import SelectedImage
 from ..harmonize import harmonize_volume_slices, prepare_t1w, reassemble
 from ..model.file import HarmonyModel
-from ..preprocessing import mask_to_slices
+from ..preprocessing import grid_volume, mask_to_slices
 from ..qc.summary import grid_banding
 from ..settings import HarmonizationParams
 from .baselines import histogram_match
+from .cases import groundtruth_file
 from .tissue import TISSUE_SCORES, TISSUES, tissue_scores
 
 #: Scores of the volume table, per method and source image.
@@ -35,12 +37,6 @@ def _histogram_matched(slices: np.ndarray, geometry, model: HarmonyModel) -> np.
     valid = np.flatnonzero(geometry.valid)
     matched[valid] = histogram_match(slices[valid], geometry.positions[valid], model.quantiles)
     return matched
-
-
-def _native_grid_slices(slices: np.ndarray, geometry) -> np.ndarray:
-    """Slices on the model's grid in the source's native intensities."""
-    spans = (geometry.slice_max - geometry.slice_min)[:, None, None]
-    return slices * spans + geometry.slice_min[:, None, None]
 
 
 def score_volume(image: SelectedImage, paired_t1w, paired_labels, source_labels, model: HarmonyModel,
@@ -71,21 +67,22 @@ def score_volume(image: SelectedImage, paired_t1w, paired_labels, source_labels,
         seconds = time.perf_counter() - started
         on_truth = np.asarray(resample_from_to(native, truth_image, order=1).dataobj, dtype=np.float64)
         scores = tissue_scores(on_truth, truth, labels)
-        scores["banding"] = grid_banding(_native_grid_slices(final, geometry), white_matter)
+        scores["banding"] = grid_banding(np.moveaxis(grid_volume(final, geometry), 2, 0), white_matter)
         rows.append({"subject": image.subject, "method": name, **scores, "seconds": seconds})
     return rows
 
 
-def score_volumes(model: HarmonyModel, sources: Sequence[tuple[str, SelectedImage]], groundtruth_file: Callable,
+def score_volumes(model: HarmonyModel, sources: Sequence[tuple[str, SelectedImage]], groundtruth: Path,
                   columns: dict[str, HarmonizationParams | None],
                   progress: Callable[[], None] | None = None) -> pd.DataFrame:
-    """:func:`score_volume` of each ``(domain, image)`` in ``sources``; ``groundtruth_file(image,
-    suffix)`` finds its paired target image, that image's labels and the source's own labels."""
+    """:func:`score_volume` of each ``(domain, image)`` in ``sources``, with its paired target
+    image, that image's labels and the source's own labels from ``groundtruth`` (the dataset's
+    ``derivatives/groundtruth``)."""
     rows = []
     for domain, image in sources:
-        for row in score_volume(image, groundtruth_file(image, "desc-pairedtarget_T1w"),
-                                groundtruth_file(image, "desc-pairedtarget_dseg"),
-                                groundtruth_file(image, "dseg"), model, columns):
+        for row in score_volume(image, groundtruth_file(image, groundtruth, "desc-pairedtarget_T1w"),
+                                groundtruth_file(image, groundtruth, "desc-pairedtarget_dseg"),
+                                groundtruth_file(image, groundtruth, "dseg"), model, columns):
             rows.append({"domain": domain, **row})
         if progress is not None:
             progress()

@@ -34,7 +34,7 @@ from ..bench import (
     run_benchmark,
     summarise,
 )
-from ..bench.cases import groundtruth_file, split_images
+from ..bench.cases import split_images
 from ..bench.protocol import markdown_tables, save_panel, summarise_tissue, tissue_markdown
 from ..bench.volumes import score_volumes
 from ..devices import DEVICE_CHOICES
@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         raise BidsError(f"{bids_dir}: nothing to benchmark (no target-scanner or paired source images)")
     columns = benchmark_methods(model, params, compared=args.compare,
                                 ablated=None if args.no_ablations else args.ablate)
+    # BlindHarmony's columns other than the ablations
+    methods_compared = {name: method_params for name, method_params in columns.items()
+                        if method_params is not None and not name.endswith(tuple(ABLATIONS))}
     methods = method_functions(model, columns)
     total = sum(len(case.source) for case in cases)
     with tqdm(total=total, desc="benchmark", unit="slice") as bar:
@@ -131,12 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     volumes = None
     if args.volumes and not args.no_paired:
         _, sources = split_images(model, bids_dir, args.participant_label)
-        groundtruth = bids_dir / "derivatives" / "groundtruth"
-        volume_columns = {name: method_params for name, method_params in columns.items()
-                          if not name.endswith(tuple(ABLATIONS))}
         with tqdm(total=len(sources), desc="volumes", unit="volume") as bar:
-            volumes = score_volumes(model, sources, lambda image, suffix: groundtruth_file(image, groundtruth, suffix),
-                                    volume_columns, progress=bar.update)
+            volumes = score_volumes(model, sources, bids_dir / "derivatives" / "groundtruth",
+                                    {"none": None, "histogram matching": None, **methods_compared},
+                                    progress=bar.update)
         volumes.insert(0, "kind", "paired")
     output_dir.mkdir(parents=True, exist_ok=True)
     for name in existing:  # a rerun never leaves a mix of old and new files
@@ -146,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     result.tissue.to_csv(output_dir / "bench_tissue.csv", index=False, float_format="%.5f")
     if volumes is not None:
         volumes.to_csv(output_dir / "bench_volumes.csv", index=False, float_format="%.5f")
-    chosen = next(iter(name for name, method_params in columns.items() if method_params is not None))
-    compared = [name for name, method_params in columns.items() if method_params is not None
-                and name != chosen and not name.endswith(tuple(ABLATIONS))]
+    chosen, *compared = methods_compared
     # the chosen method last: the panel's last column is its difference to the truth
     save_panel(result.examples, ["histogram matching", *compared, chosen], output_dir / "bench_panel.png")
     settings = {
