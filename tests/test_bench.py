@@ -214,6 +214,8 @@ def test_bench_refuses_to_overwrite_and_bad_input(bench_run, multiscanner_datase
     code, output = bench_run
     with pytest.raises(InputError, match="earlier results"):
         bench_main([str(multiscanner_dataset), str(output)])
+    with pytest.raises(InputError, match="cannot go with --no-paired"):
+        bench_main([str(multiscanner_dataset), str(tmp_path / "out"), "--volumes", "--no-paired"])
     with pytest.raises(InputError, match="no such directory"):
         bench_main([str(tmp_path / "missing"), str(tmp_path / "out")])
     plain = tmp_path / "plain"

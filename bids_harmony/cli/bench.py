@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     bids_dir, output_dir = Path(args.bids_dir), Path(args.output_dir)
     if args.max_slices < 1:
         raise InputError(f"--max-slices must be at least 1 (got {args.max_slices})")
+    if args.volumes and args.no_paired:
+        raise InputError("--volumes scores the paired source volumes: it cannot go with --no-paired")
     if not bids_dir.is_dir():
         raise InputError(f"{bids_dir}: no such directory")
     existing = [name for name in OUTPUTS if (output_dir / name).exists()]
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_benchmark(cases, methods, progress=bar.update)
     summary = summarise(result.scores)
     volumes = None
-    if args.volumes and not args.no_paired:
+    if args.volumes:
         _, sources = split_images(model, bids_dir, args.participant_label)
         with tqdm(total=len(sources), desc="volumes", unit="volume") as bar:
             volumes = score_volumes(model, sources, bids_dir / "derivatives" / "groundtruth",
